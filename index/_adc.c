@@ -1,0 +1,108 @@
+/* ADC top-k scan: the one kernel vqrec writes itself.
+ *
+ * faiss's scanners compute their lookup table from a query vector internally and only rank by the
+ * raw additive distance. vqrec needs two things they do not offer: a lookup table handed in from
+ * outside (assembled from precomputed codeword-pair tables for queries by id) and a per-item affine
+ * post-step (cosine = ip / |x_hat|, l2 = 2 ip - |x_hat|^2) applied before ranking. bench/ compares
+ * this kernel with faiss IndexPQ / IndexResidualQuantizer on the same codes.
+ *
+ *   lut    (M, ksub) float32   inner-product lookup table of one query
+ *   codes  (nb, M)   uint8     code table, row-major
+ *   score_i = alpha * sum_m lut[m, codes[i, m]] * scale[i] + bias[i]   (scale/bias may be NULL)
+ *   items whose score is -inf or NaN are never returned (bias = -inf masks an item out).
+ *   out: D (k,) scores descending, I (k,) rows; ties broken by lower row first; padded with -inf/-1.
+ */
+#include <math.h>
+#include <stdint.h>
+
+/* a is worse than b: lower score, or equal score and later row */
+static inline int worse(float sa, int64_t ia, float sb, int64_t ib) {
+    return sa < sb || (sa == sb && ia > ib);
+}
+
+/* min-heap by "worse": the root is the worst of the kept candidates */
+static void sift_down(float *hs, int64_t *hi, int64_t n, int64_t pos) {
+    float s = hs[pos];
+    int64_t id = hi[pos];
+    for (;;) {
+        int64_t c = 2 * pos + 1;
+        if (c >= n) break;
+        if (c + 1 < n && worse(hs[c + 1], hi[c + 1], hs[c], hi[c])) c++;
+        if (!worse(hs[c], hi[c], s, id)) break;
+        hs[pos] = hs[c];
+        hi[pos] = hi[c];
+        pos = c;
+    }
+    hs[pos] = s;
+    hi[pos] = id;
+}
+
+static void sift_up(float *hs, int64_t *hi, int64_t pos) {
+    float s = hs[pos];
+    int64_t id = hi[pos];
+    while (pos > 0) {
+        int64_t p = (pos - 1) / 2;
+        if (!worse(s, id, hs[p], hi[p])) break;
+        hs[pos] = hs[p];
+        hi[pos] = hi[p];
+        pos = p;
+    }
+    hs[pos] = s;
+    hi[pos] = id;
+}
+
+static inline float scan_one(const float *lut, const uint8_t *c, int64_t M, int64_t ksub) {
+    float s0 = 0.f, s1 = 0.f, s2 = 0.f, s3 = 0.f;
+    int64_t m = 0;
+    for (; m + 4 <= M; m += 4) {
+        s0 += lut[(m + 0) * ksub + c[m + 0]];
+        s1 += lut[(m + 1) * ksub + c[m + 1]];
+        s2 += lut[(m + 2) * ksub + c[m + 2]];
+        s3 += lut[(m + 3) * ksub + c[m + 3]];
+    }
+    for (; m < M; m++) s0 += lut[m * ksub + c[m]];
+    return (s0 + s1) + (s2 + s3);
+}
+
+int64_t vqrec_adc_topk(const float *lut, int64_t M, int64_t ksub, const uint8_t *codes, int64_t nb,
+                       float alpha, const float *scale, const float *bias, int64_t k, float *D,
+                       int64_t *I) {
+    int64_t n = 0; /* heap size */
+    for (int64_t i = 0; i < nb; i++) {
+        float v = alpha * scan_one(lut, codes + i * M, M, ksub);
+        if (scale) v *= scale[i];
+        if (bias) v += bias[i];
+        if (!(v > -INFINITY)) continue; /* -inf or NaN: masked out */
+        if (n < k) {
+            D[n] = v;
+            I[n] = i;
+            sift_up(D, I, n);
+            n++;
+        } else if (worse(D[0], I[0], v, i)) {
+            D[0] = v;
+            I[0] = i;
+            sift_down(D, I, n, 0);
+        }
+    }
+    /* heap sort: repeatedly move the worst to the end -> best first */
+    for (int64_t end = n - 1; end > 0; end--) {
+        float ts = D[0];
+        int64_t ti = I[0];
+        D[0] = D[end];
+        I[0] = I[end];
+        D[end] = ts;
+        I[end] = ti;
+        sift_down(D, I, end, 0);
+    }
+    for (int64_t j = n; j < k; j++) {
+        D[j] = -INFINITY;
+        I[j] = -1;
+    }
+    return n;
+}
+
+/* full score vector (no ranking): used by tests and by callers that need every score */
+void vqrec_adc_scores(const float *lut, int64_t M, int64_t ksub, const uint8_t *codes, int64_t nb,
+                      float *out) {
+    for (int64_t i = 0; i < nb; i++) out[i] = scan_one(lut, codes + i * M, M, ksub);
+}

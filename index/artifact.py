@@ -1,0 +1,200 @@
+"""The index artifact on disk: save_index / load_index.
+
+A directory, readable with plain numpy (no pickles); see README "Index artifact format":
+
+    manifest.json       format_version, index_version, method/params, metric, dims, counts, bytes,
+                        source fingerprints, sha256 + size of every file, evaluation report
+    codebooks.npz       centroids (M, ksub, dsub|d) float32 [+ rotation (d, d) float32 for opq]
+    codes.npy           (n, M) uint8          one code per (sub)codebook
+    item_ids.txt        n lines, UTF-8        row i of codes.npy is item_ids line i
+    item_norms.npy      (n,) float32          |x_hat| (reconstruction norm, code space)
+    item_zero.npy       (n,) bool             input vector was all zeros
+    item_scale.npy      (n,) float32          |x|, only for norm-explicit codebooks (x_hat = |x| * y_hat)
+    pair_tables.npy     (M, ksub, ksub) | (M, M, ksub, ksub) float32, optional
+    user_ids.txt        optional, with user_vectors.npy (nu, d) float32|float16 or user_codes.npy (nu, M) uint8
+                        (+ user_scale.npy (nu,) float32 with norm-explicit codebooks)
+    item_vectors.npy    optional (n, d) float16|float32, for exact re-ranking
+
+Publishing is atomic (temporary directory + rename); loading checks the format version, every
+file's size and sha256, and the shapes, and names the file at fault.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import logging
+import os
+import time
+from typing import Any
+
+import numpy as np
+
+from .artifact_io import atomic_dir, load_npy, read_manifest, verify_files, write_manifest
+from .codebooks import Codebooks, load_npz
+from .embeddings import read_ids
+from .errors import ArtifactCorrupt, ConfigError
+from .index import CompressedIndex, UserStore
+
+logger = logging.getLogger(__name__)
+
+INDEX_FORMAT_VERSION = 1
+READABLE_VERSIONS = (1,)
+
+
+def _write_ids(path: str, ids: list[str]) -> None:
+    with open(path, "w", encoding="utf-8", newline="\n") as f:
+        f.writelines(f"{i}\n" for i in ids)
+
+
+def _content_hash(index: CompressedIndex) -> str:
+    h = hashlib.sha256()
+    h.update(np.ascontiguousarray(index.codes).tobytes())
+    h.update("\n".join(index.item_ids).encode())
+    h.update(np.ascontiguousarray(index.codebooks.centroids).tobytes())
+    return h.hexdigest()
+
+
+def save_index(index: CompressedIndex, path: str, *, overwrite: bool = False,
+               evaluation: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Publish ``index`` at ``path`` atomically; returns the manifest written."""
+    cb = index.codebooks
+    created = datetime.datetime.now(datetime.UTC)
+    version = f"{created:%Y%m%dT%H%M%SZ}-{_content_hash(index)[:10]}"
+    with atomic_dir(path, overwrite=overwrite) as tmp:
+        np.savez(os.path.join(tmp, "codebooks.npz"), **cb.arrays())
+        np.save(os.path.join(tmp, "codes.npy"), np.ascontiguousarray(index.codes, dtype=np.uint8))
+        _write_ids(os.path.join(tmp, "item_ids.txt"), index.item_ids)
+        np.save(os.path.join(tmp, "item_norms.npy"), index.recon_norms.astype(np.float32))
+        np.save(os.path.join(tmp, "item_zero.npy"), np.asarray(index.zero_items, dtype=bool))
+        if index.item_scale is not None:
+            np.save(os.path.join(tmp, "item_scale.npy"), index.item_scale.astype(np.float32))
+        if index.pair_tables is not None:
+            np.save(os.path.join(tmp, "pair_tables.npy"), index.pair_tables)
+        if index.users is not None:
+            _write_ids(os.path.join(tmp, "user_ids.txt"), index.users.ids)
+            if index.users.storage == "codes":
+                np.save(os.path.join(tmp, "user_codes.npy"), index.users.codes)
+                if index.users.scale is not None:
+                    np.save(os.path.join(tmp, "user_scale.npy"), index.users.scale.astype(np.float32))
+            else:
+                np.save(os.path.join(tmp, "user_vectors.npy"), index.users.vectors)
+        if index.item_vectors is not None:
+            np.save(os.path.join(tmp, "item_vectors.npy"), index.item_vectors)
+
+        sizes = {name: os.path.getsize(os.path.join(tmp, name)) for name in os.listdir(tmp)}
+        n = len(index)
+        per_item_files = ["codes.npy", "item_norms.npy", "item_zero.npy", "item_scale.npy", "item_ids.txt"]
+        base = {k: v for k, v in index.manifest.items() if k not in ("files", "evaluation")}
+        manifest = {
+            "artifact": "index",
+            "format_version": INDEX_FORMAT_VERSION,
+            "index_version": version,
+            "created_at": created.isoformat(timespec="seconds"),
+            **base,
+            "method": cb.header(),
+            "metric": cb.metric,
+            "similar_metric": index.similar_metric,
+            "d": cb.d,
+            "n_items": n,
+            "n_users": len(index.users.ids) if index.users else 0,
+            "lut_path": index.lut_path,
+            "bytes": {
+                "code_bytes_per_item": cb.code_size,
+                "index_bytes_per_item": round(sum(sizes.get(f, 0) for f in per_item_files) / n, 3),
+                "float32_bytes_per_item": 4 * cb.d,
+                "compression_ratio": round(4 * cb.d / cb.code_size, 2),
+                "pair_tables": sizes.get("pair_tables.npy", 0),
+                "users": sizes.get("user_vectors.npy", sizes.get("user_codes.npy", 0)),
+                "item_vectors": sizes.get("item_vectors.npy", 0),
+                "total": sum(sizes.values()),
+            },
+            "trainer_config": cb.config,
+            "train_report": cb.report,
+            "evaluation": evaluation if evaluation is not None else index.manifest.get("evaluation", {}),
+        }
+        manifest = write_manifest(tmp, manifest)
+    index.manifest = manifest
+    index.path = path
+    return manifest
+
+
+def load_index(path: str, *, mmap: bool = True, verify: bool = True) -> CompressedIndex:
+    """Load and check an index artifact. Raises ArtifactError (naming the file) when it is not usable."""
+    t0 = time.perf_counter()
+    manifest = read_manifest(path, artifact="index", versions=READABLE_VERSIONS)
+    verify_files(path, manifest, checksums=verify)
+    files = manifest["files"]
+    for required in ("codebooks.npz", "codes.npy", "item_ids.txt", "item_norms.npy", "item_zero.npy"):
+        if required not in files:
+            raise ArtifactCorrupt(f"{os.path.join(path, required)}: missing from the manifest.")
+    method = manifest.get("method", {})
+    try:
+        cb = Codebooks.from_arrays(method, load_npz(os.path.join(path, "codebooks.npz")),
+                                   config=manifest.get("trainer_config", {}), report=manifest.get("train_report", {}))
+    except (KeyError, TypeError, ConfigError) as e:
+        raise ArtifactCorrupt(f"{os.path.join(path, 'codebooks.npz')}: does not match the manifest ({e}).") from None
+    codes = load_npy(path, "codes.npy", mmap=mmap)
+    ids = read_ids(os.path.join(path, "item_ids.txt"))
+    norms = load_npy(path, "item_norms.npy")
+    zero = load_npy(path, "item_zero.npy")
+    n = manifest.get("n_items")
+    _expect(path, "codes.npy", codes, (n, cb.M), np.uint8)
+    _expect(path, "item_norms.npy", norms, (n,), np.float32)
+    _expect(path, "item_zero.npy", zero, (n,), np.bool_)
+    if len(ids) != n:
+        raise ArtifactCorrupt(f"{os.path.join(path, 'item_ids.txt')}: {len(ids)} ids, manifest says n_items={n}.")
+    if cb.nbits < 8 and n and int(np.max(codes)) >= cb.ksub:
+        raise ArtifactCorrupt(f"{os.path.join(path, 'codes.npy')}: a code is >= ksub ({cb.ksub}).")
+    scale = None
+    if cb.norm_explicit:
+        if "item_scale.npy" not in files:
+            raise ArtifactCorrupt(f"{os.path.join(path, 'item_scale.npy')}: missing (norm-explicit codebooks).")
+        scale = load_npy(path, "item_scale.npy")
+        _expect(path, "item_scale.npy", scale, (n,), np.float32)
+    tables = None
+    if "pair_tables.npy" in files:
+        tables = load_npy(path, "pair_tables.npy", mmap=mmap)
+        want = (cb.M, cb.M, cb.ksub, cb.ksub) if cb.kind == "rq" else (cb.M, cb.ksub, cb.ksub)
+        _expect(path, "pair_tables.npy", tables, want, np.float32)
+    users = None
+    if "user_ids.txt" in files:
+        uids = read_ids(os.path.join(path, "user_ids.txt"))
+        if "user_codes.npy" in files:
+            uc = load_npy(path, "user_codes.npy")
+            _expect(path, "user_codes.npy", uc, (len(uids), cb.M), np.uint8)
+            us = None
+            if "user_scale.npy" in files:
+                us = load_npy(path, "user_scale.npy")
+                _expect(path, "user_scale.npy", us, (len(uids),), np.float32)
+            users = UserStore(ids=uids, storage="codes", codes=uc, scale=us)
+        elif "user_vectors.npy" in files:
+            uv = load_npy(path, "user_vectors.npy")
+            if uv.dtype not in (np.float16, np.float32):
+                raise ArtifactCorrupt(f"{os.path.join(path, 'user_vectors.npy')}: dtype {uv.dtype}.")
+            _expect(path, "user_vectors.npy", uv, (len(uids), cb.d), uv.dtype)
+            users = UserStore(ids=uids, storage=str(uv.dtype), vectors=uv)  # type: ignore[arg-type]
+        else:
+            raise ArtifactCorrupt(f"{path}: user_ids.txt without user_vectors.npy or user_codes.npy.")
+    iv = None
+    if "item_vectors.npy" in files:
+        iv = load_npy(path, "item_vectors.npy", mmap=mmap)
+        _expect(path, "item_vectors.npy", iv, (n, cb.d), iv.dtype)
+    try:
+        index = CompressedIndex(
+            codebooks=cb, codes=codes, item_ids=ids, recon_norms=norms, zero_items=zero, item_scale=scale,
+            pair_tables=tables, users=users, item_vectors=iv, manifest=manifest,
+            lut_path=manifest.get("lut_path", "pairs"), path=path,
+        )
+    except ConfigError as e:
+        raise ArtifactCorrupt(f"{path}: {e}") from None
+    logger.info("loaded index %s version=%s kind=%s metric=%s n=%d d=%d M=%d nbits=%d in %.3fs",
+                path, index.version, cb.kind, cb.metric, len(index), cb.d, cb.M, cb.nbits, time.perf_counter() - t0)
+    return index
+
+
+def _expect(path: str, name: str, arr: np.ndarray, shape: tuple[Any, ...], dtype: Any) -> None:
+    if arr.shape != tuple(shape) or arr.dtype != dtype:
+        raise ArtifactCorrupt(
+            f"{os.path.join(path, name)}: shape {arr.shape} dtype {arr.dtype}, expected {tuple(shape)} {np.dtype(dtype)}."
+        )

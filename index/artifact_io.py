@@ -1,0 +1,139 @@
+"""Low-level pieces shared by the codebook and index artifacts: atomic directory publish,
+sha256 checksums, and manifest reading that fails loudly.
+
+An artifact is a directory: ``manifest.json`` plus plain ``.npy``/``.npz``/``.txt`` files, never
+pickles. The manifest lists every other file with its sha256 and byte size. Publishing writes into
+a sibling temporary directory and renames it into place, so a reader sees the old artifact or the
+new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from .errors import ArtifactCorrupt, ArtifactError, ArtifactNotFound, FormatVersionError
+
+MANIFEST = "manifest.json"
+
+
+def sha256_file(path: str, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+@contextlib.contextmanager
+def atomic_dir(final: str, *, overwrite: bool = False) -> Iterator[str]:
+    """Yield a temporary directory beside ``final``; on success rename it to ``final``.
+
+    On any exception the temporary directory is removed and ``final`` is untouched. With
+    ``overwrite`` an existing ``final`` is replaced (moved aside, then deleted after the rename).
+    """
+    final = os.path.abspath(final)
+    parent = os.path.dirname(final)
+    os.makedirs(parent, exist_ok=True)
+    if os.path.exists(final) and not overwrite:
+        raise ArtifactError(f"{final} already exists; choose another path or pass overwrite (--force).")
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(final)}.tmp-", dir=parent)
+    try:
+        yield tmp
+        old = None
+        if os.path.exists(final):
+            old = tempfile.mkdtemp(prefix=f".{os.path.basename(final)}.old-", dir=parent)
+            os.rename(final, os.path.join(old, "a"))
+        os.rename(tmp, final)
+        if old:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_manifest(dirpath: str, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Add a ``files`` table (sha256 + bytes of every file in ``dirpath``) and write manifest.json."""
+    files = {}
+    for name in sorted(os.listdir(dirpath)):
+        if name == MANIFEST:
+            continue
+        p = os.path.join(dirpath, name)
+        files[name] = {"sha256": sha256_file(p), "bytes": os.path.getsize(p)}
+    manifest = {**manifest, "files": files}
+    with open(os.path.join(dirpath, MANIFEST), "w", encoding="utf-8") as f:
+        json.dump(manifest, f, indent=2, sort_keys=False, default=_json_default)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    return manifest
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
+def read_manifest(dirpath: str, *, artifact: str, versions: tuple[int, ...]) -> dict[str, Any]:
+    """Read and check ``dirpath/manifest.json``: it exists, parses, is the right artifact kind and
+    a known format version."""
+    if not os.path.isdir(dirpath):
+        raise ArtifactNotFound(f"{artifact} artifact not found: {dirpath} is not a directory.")
+    mpath = os.path.join(dirpath, MANIFEST)
+    if not os.path.exists(mpath):
+        raise ArtifactCorrupt(f"{mpath}: missing; {dirpath} is not a complete {artifact} artifact.")
+    try:
+        with open(mpath, encoding="utf-8") as f:
+            manifest = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ArtifactCorrupt(f"{mpath}: not valid JSON ({e}).") from None
+    if not isinstance(manifest, dict):
+        raise ArtifactCorrupt(f"{mpath}: expected a JSON object.")
+    kind = manifest.get("artifact")
+    if kind != artifact:
+        raise ArtifactCorrupt(f"{mpath}: this is a {kind!r} artifact, expected {artifact!r}.")
+    version = manifest.get("format_version")
+    if version not in versions:
+        raise FormatVersionError(
+            f"{mpath}: format_version {version!r} is not one this vqrec reads (reads {list(versions)})."
+        )
+    if not isinstance(manifest.get("files"), dict):
+        raise ArtifactCorrupt(f"{mpath}: no 'files' table.")
+    return manifest
+
+
+def verify_files(dirpath: str, manifest: dict[str, Any], *, checksums: bool = True) -> None:
+    """Every file the manifest lists exists with its size (and sha256 when ``checksums``)."""
+    for name, meta in manifest["files"].items():
+        p = os.path.join(dirpath, name)
+        if not os.path.exists(p):
+            raise ArtifactCorrupt(f"{p}: missing (listed in the manifest).")
+        size = os.path.getsize(p)
+        if size != meta.get("bytes"):
+            raise ArtifactCorrupt(f"{p}: size {size} bytes, manifest says {meta.get('bytes')} (truncated?).")
+        if checksums:
+            digest = sha256_file(p)
+            if digest != meta.get("sha256"):
+                raise ArtifactCorrupt(f"{p}: sha256 {digest[:12]}… does not match the manifest's "
+                                      f"{str(meta.get('sha256'))[:12]}….")
+
+
+def load_npy(dirpath: str, name: str, *, mmap: bool = False) -> np.ndarray:
+    p = os.path.join(dirpath, name)
+    try:
+        return np.load(p, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise ArtifactCorrupt(f"{p}: unreadable ({e}).") from None

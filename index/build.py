@@ -1,0 +1,120 @@
+"""build_index: encode every item with a codebook artifact and precompute what queries need."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .codebooks import Codebooks
+from .embeddings import Embeddings
+from .errors import ConfigError, DimensionMismatchError
+from .index import CompressedIndex, UserStore
+from .progress import progress
+
+logger = logging.getLogger(__name__)
+
+UserStorage = Literal["float32", "float16", "codes"]
+ItemVectors = Literal["none", "float16", "float32"]
+# pair tables beyond this size are not stored; queries by id then decode (RQ with many stages)
+DEFAULT_MAX_PAIR_TABLE_BYTES = 64 << 20
+
+
+def encode_batched(
+    codebooks: Codebooks, x: NDArray[np.float32], *, batch_size: int = 65536, desc: str = "encode",
+    show_progress: bool = True,
+) -> NDArray[np.uint8]:
+    """(n, d) input vectors -> (n, M) codes, in batches with a progress bar."""
+    n = len(x)
+    codes = np.empty((n, codebooks.M), dtype=np.uint8)
+    with progress(total=n, desc=desc, unit="vec", disable=not show_progress) as bar:
+        for i0 in range(0, n, batch_size):
+            i1 = min(n, i0 + batch_size)
+            codes[i0:i1] = codebooks.encode(x[i0:i1])
+            bar.update(i1 - i0)
+    return codes
+
+
+def build_index(
+    codebooks: Codebooks,
+    items: Embeddings,
+    *,
+    users: Embeddings | None = None,
+    user_storage: UserStorage = "float32",
+    item_vectors: ItemVectors = "none",
+    batch_size: int = 65536,
+    max_pair_table_bytes: int = DEFAULT_MAX_PAIR_TABLE_BYTES,
+    show_progress: bool = True,
+) -> CompressedIndex:
+    """Encode ``items`` into a CompressedIndex (not yet saved; see artifact.save_index).
+
+    Precomputes reconstruction norms (cosine and l2 from the one ip code table), zero-vector flags
+    and, when they fit in ``max_pair_table_bytes``, the codeword-pair tables for queries by id.
+    """
+    t0 = time.perf_counter()
+    if items.d != codebooks.d:
+        raise DimensionMismatchError(
+            f"{items.source}: item dimension ({items.d}) does not match the codebook dimension ({codebooks.d})."
+        )
+    if users is not None and users.d != codebooks.d:
+        raise DimensionMismatchError(
+            f"{users.source}: user dimension ({users.d}) does not match the codebook dimension ({codebooks.d})."
+        )
+    if user_storage not in ("float32", "float16", "codes"):
+        raise ConfigError(f"user storage must be float32, float16 or codes, got {user_storage!r}.")
+    if item_vectors not in ("none", "float16", "float32"):
+        raise ConfigError(f"item vectors must be none, float16 or float32, got {item_vectors!r}.")
+    xb = items.vectors
+    codes = encode_batched(codebooks, xb, batch_size=batch_size, desc="encode items", show_progress=show_progress)
+    recon_norms = np.empty(len(codes), dtype=np.float32)
+    for i0 in range(0, len(codes), batch_size):
+        recon_norms[i0 : i0 + batch_size] = np.linalg.norm(codebooks.decode(codes[i0 : i0 + batch_size]), axis=1)
+    zero_items = ~xb.any(axis=1)
+    item_scale = np.linalg.norm(xb, axis=1).astype(np.float32) if codebooks.norm_explicit else None
+
+    tables = None
+    if codebooks.pair_tables_bytes() <= max_pair_table_bytes:
+        tables = codebooks.pair_tables()
+    else:
+        logger.info("pair tables would take %d bytes (> %d): queries by id will decode",
+                    codebooks.pair_tables_bytes(), max_pair_table_bytes)
+
+    store = None
+    if users is not None:
+        if user_storage == "codes":
+            ucodes = encode_batched(codebooks, users.vectors, batch_size=batch_size, desc="encode users",
+                                    show_progress=show_progress)
+            uscale = np.linalg.norm(users.vectors, axis=1).astype(np.float32) if codebooks.norm_explicit else None
+            store = UserStore(ids=list(users.ids), storage="codes", codes=ucodes, scale=uscale)
+        else:
+            store = UserStore(ids=list(users.ids), storage=user_storage,
+                              vectors=users.vectors.astype(user_storage))
+    iv = None if item_vectors == "none" else np.ascontiguousarray(xb.astype(item_vectors))
+
+    index = CompressedIndex(
+        codebooks=codebooks,
+        codes=codes,
+        item_ids=list(items.ids),
+        recon_norms=recon_norms,
+        zero_items=zero_items,
+        item_scale=item_scale,
+        pair_tables=tables,
+        users=store,
+        item_vectors=iv,
+        manifest={
+            "source": {
+                "items": {"path": items.source, "n": items.n, "d": items.d, "sha256": items.fingerprint()},
+                **({"users": {"path": users.source, "n": users.n, "d": users.d, "sha256": users.fingerprint()}}
+                   if users is not None else {}),
+            },
+            "build_seconds": round(time.perf_counter() - t0, 3),
+            "batch_size": batch_size,
+            "user_storage": user_storage if users is not None else None,
+            "item_vectors": item_vectors,
+        },
+    )
+    logger.info("built %r in %.2fs", index, time.perf_counter() - t0)
+    return index

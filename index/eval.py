@@ -1,0 +1,179 @@
+"""Quality measures: recall against exact search, codebook usage, leave-one-out hit rate."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .codebooks import Codebooks, normalize_rows
+from .embeddings import Embeddings
+from .exact import exact_search
+from .index import CompressedIndex
+
+
+def recall_at_k(found: NDArray[np.int64], truth: NDArray[np.int64], k: int) -> float:
+    """Mean over queries of |found[:k] ∩ truth[:k]| / |truth[:k] valid| (padding -1 ignored).
+
+    A query with no valid true neighbour (e.g. nothing has a cosine direction) is left out.
+    """
+    vals = []
+    for f, t in zip(found, truth, strict=True):
+        t = t[:k]
+        t = t[t >= 0]
+        if len(t) == 0:
+            continue
+        f = f[:k]
+        vals.append(len(np.intersect1d(f[f >= 0], t)) / len(t))
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+def codebook_usage(codes: NDArray[np.uint8], ksub: int) -> dict[str, Any]:
+    """Per (sub)codebook: fraction of codewords used and perplexity exp(H) of the code histogram."""
+    util, perp = [], []
+    for m in range(codes.shape[1]):
+        counts = np.bincount(codes[:, m], minlength=ksub).astype(np.float64)
+        p = counts[counts > 0] / counts.sum()
+        util.append(float((counts > 0).mean()))
+        perp.append(float(np.exp(-(p * np.log(p)).sum())))
+    return {
+        "utilization": [round(u, 4) for u in util],
+        "perplexity": [round(p, 2) for p in perp],
+        "utilization_mean": round(float(np.mean(util)), 4),
+        "perplexity_mean": round(float(np.mean(perp)), 2),
+    }
+
+
+def reconstruction_mse(codebooks: Codebooks, x: NDArray[np.float32], codes: NDArray[np.uint8]) -> dict[str, float]:
+    """Mean squared error per vector (sum over dims) of x_hat against x (unit x for metric cosine),
+    and relative to the mean |x|^2."""
+    x = codebooks.check_dim(x)
+    x_hat = codebooks.decode_input_space(codes)
+    if codebooks.metric == "cosine":
+        x = normalize_rows(x)
+    elif codebooks.norm_explicit:
+        x_hat = x_hat * np.linalg.norm(x, axis=1, keepdims=True)
+    err = ((x - x_hat) ** 2).sum(axis=1)
+    ref = (x**2).sum(axis=1).mean()
+    return {"mse": float(err.mean()), "relative_mse": float(err.mean() / ref) if ref > 0 else 0.0}
+
+
+def sample_rows(n: int, nq: int, seed: int) -> NDArray[np.int64]:
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(n, size=min(n, nq), replace=False)).astype(np.int64)
+
+
+def _rows(results: list[Any], k: int) -> NDArray[np.int64]:
+    out = np.full((len(results), k), -1, dtype=np.int64)
+    for q, r in enumerate(results):
+        out[q, : len(r.rows)] = r.rows[:k]
+    return out
+
+
+def evaluate_index(
+    index: CompressedIndex,
+    items: Embeddings,
+    users: Embeddings | None = None,
+    *,
+    nq: int = 1000,
+    ks: tuple[int, ...] = (10, 100),
+    rerank: int = 100,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Recall of the index against exact search on the original float vectors.
+
+    user->item: query vectors are users (a sample) when given, else a sample of items; truth is
+    exact search under the index metric. item->item: a sample of non-zero items queried by id;
+    truth is exact cosine (l2 for l2 indexes) over the items, the query itself excluded, zero items
+    never neighbours (so they are not counted as misses). Rerank figures when item vectors are kept.
+    """
+    kmax = max(ks)
+    report: dict[str, Any] = {"nq": 0, "seed": seed}
+    xq = users.vectors if users is not None else items.vectors
+    qrows = sample_rows(len(xq), nq, seed)
+    xq = xq[qrows]
+    report["nq"] = len(qrows)
+    report["user_queries"] = "users" if users is not None else "items"
+    _, truth = exact_search(items.vectors, xq, kmax, index.metric)
+    found = _rows(index.search(xq, kmax), kmax)
+    report["user_to_item"] = {f"recall@{k}": round(recall_at_k(found, truth, k), 4) for k in ks}
+    if index.item_vectors is not None and rerank:
+        found_rr = _rows(index.search(xq, kmax, rerank=max(rerank, kmax)), kmax)
+        report["user_to_item_rerank"] = {
+            "candidates": max(rerank, kmax),
+            **{f"recall@{k}": round(recall_at_k(found_rr, truth, k), 4) for k in ks},
+        }
+
+    metric = index.similar_metric
+    nonzero = np.flatnonzero(~index.zero_items) if metric == "cosine" else np.arange(len(index))
+    irows = nonzero[sample_rows(len(nonzero), nq, seed + 1)]
+    _, truth_i = exact_search(items.vectors, items.vectors[irows], kmax + 1, metric)
+    truth_i = np.stack([_drop(t, r, kmax) for t, r in zip(truth_i, irows, strict=True)])
+    found_i = _rows(index.similar([index.item_ids[r] for r in irows], kmax), kmax)
+    report["item_to_item"] = {
+        "metric": metric,
+        "nq": len(irows),
+        "zero_items_excluded": int(index.zero_items.sum()) if metric == "cosine" else 0,
+        **{f"recall@{k}": round(recall_at_k(found_i, truth_i, k), 4) for k in ks},
+    }
+    return report
+
+
+def _drop(row: NDArray[np.int64], r: int, k: int) -> NDArray[np.int64]:
+    row = row[row != r][:k]
+    return np.pad(row, (0, k - len(row)), constant_values=-1)
+
+
+def hit_rate(
+    index: CompressedIndex,
+    seen: dict[str, list[str]],
+    heldout: dict[str, str],
+    *,
+    k: int = 10,
+    rerank: int = 0,
+    batch: int = 256,
+) -> float:
+    """Leave-one-out HR@k: share of users whose held-out item is in their top-k, seen items excluded."""
+    users = [u for u in heldout if index.users is not None and u in index.users._rows]
+    hits = 0
+    for i0 in range(0, len(users), batch):
+        chunk = users[i0 : i0 + batch]
+        res = index.recommend(chunk, k, exclude=[seen.get(u, []) for u in chunk], rerank=rerank)
+        hits += sum(heldout[u] in r.ids for u, r in zip(chunk, res, strict=True))
+    return hits / max(1, len(users))
+
+
+def exact_hit_rate(
+    items: Embeddings, users: Embeddings, seen: dict[str, list[str]], heldout: dict[str, str], *, k: int = 10
+) -> float:
+    """HR@k of exact inner-product search (the reference the compressed index must keep)."""
+    scores = users.vectors @ items.vectors.T
+    hits = 0
+    n = 0
+    for u, target in heldout.items():
+        try:
+            r = users.row_of(u)
+        except KeyError:
+            continue
+        s = scores[r].copy()
+        for it in seen.get(u, []):
+            try:
+                s[items.row_of(it)] = -np.inf
+            except KeyError:
+                pass
+        top = np.argsort(-s, kind="stable")[:k]
+        hits += target in {items.ids[j] for j in top}
+        n += 1
+    return hits / max(1, n)
+
+
+def read_pairs(path: str) -> dict[str, list[str]]:
+    """``user TAB item`` lines -> {user: [items...]}."""
+    out: dict[str, list[str]] = {}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) >= 2:
+                out.setdefault(parts[0], []).append(parts[1])
+    return out

@@ -1,0 +1,405 @@
+"""CompressedIndex: a code table plus everything queries need, searched with ADC.
+
+Scores are higher-is-better everywhere:
+
+    index metric   recommend / search by vector (user->item)    similar (item->item)
+    ip             <q, x_hat_i>                                  cos(x_hat_q, x_hat_i)
+    cosine         cos(q, x_hat_i)                               cos(x_hat_q, x_hat_i)
+    l2             -|q - x_hat_i|^2                              -|x_hat_q - x_hat_i|^2
+
+One code table serves both columns: per-item reconstruction norms |x_hat_i| are computed at build
+time, so cosine is ADC(ip) * 1/|x_hat_i| and l2 is 2 * ADC(ip) - |x_hat_i|^2 - |q|^2.
+
+Zero vectors. An item whose input embedding is all zeros (ALS gives them to items with no
+interactions) has no cosine direction. Under a cosine score it is never returned as a neighbour, and
+item->item for such an item returns an empty result list (no error: it is a known item with no
+neighbours). A zero *query vector* under a cosine score is an input error. Under ip such items take
+part normally (their reconstruction is whatever the codebook gives them).
+
+Queries by id (a known item or a user stored as codes) take their lookup table from the precomputed
+codeword-pair tables (``lut_path="pairs"``) instead of decoding and recomputing it (``"decode"``);
+both give the same table up to float rounding.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .adc import TopK, adc_topk
+from .codebooks import Codebooks, normalize_rows
+from .errors import (
+    ConfigError,
+    DimensionMismatchError,
+    InputError,
+    NonFiniteError,
+    UnknownItemError,
+    UnknownUserError,
+)
+
+logger = logging.getLogger(__name__)
+
+LutPath = Literal["pairs", "decode"]
+MAX_K = 1000
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """One query's answer: ``ids`` best first, ``scores`` higher-is-better, same length (<= k)."""
+
+    ids: list[str]
+    scores: list[float]
+    rows: list[int]
+
+
+@dataclass
+class UserStore:
+    """User embeddings for queries by user id: float32 / float16 vectors, or codes of the item codebooks."""
+
+    ids: list[str]
+    storage: Literal["float32", "float16", "codes"]
+    vectors: NDArray[Any] | None = None  # (nu, d) input space
+    codes: NDArray[np.uint8] | None = None  # (nu, M)
+    scale: NDArray[np.float32] | None = None  # (nu,) user norms, with codes of norm-explicit codebooks
+    _rows: dict[str, int] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self._rows = {s: i for i, s in enumerate(self.ids)}
+
+    def row_of(self, user_id: str) -> int:
+        try:
+            return self._rows[user_id]
+        except KeyError:
+            raise UnknownUserError(user_id) from None
+
+    @property
+    def nbytes(self) -> int:
+        arr = self.codes if self.storage == "codes" else self.vectors
+        return int(arr.nbytes) if arr is not None else 0
+
+
+@dataclass
+class CompressedIndex:
+    codebooks: Codebooks
+    codes: NDArray[np.uint8]  # (n, M)
+    item_ids: list[str]
+    recon_norms: NDArray[np.float32]  # (n,) |x_hat| in code space
+    zero_items: NDArray[np.bool_]  # (n,) input vector was all zeros
+    item_scale: NDArray[np.float32] | None = None  # (n,) |x| for norm-explicit codebooks: x_hat = |x| * y_hat
+    pair_tables: NDArray[np.float32] | None = None
+    users: UserStore | None = None
+    item_vectors: NDArray[Any] | None = None  # (n, d) float16/32 for exact re-ranking (input space)
+    manifest: dict[str, Any] = field(default_factory=dict)
+    lut_path: LutPath = "pairs"
+    path: str | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.codes)
+        if len(self.item_ids) != n or len(self.recon_norms) != n or len(self.zero_items) != n:
+            raise ConfigError("codes, item ids, norms and zero flags must have the same length.")
+        self._rows = {s: i for i, s in enumerate(self.item_ids)}
+        norms = np.asarray(self.recon_norms, dtype=np.float32)
+        ok = (~np.asarray(self.zero_items)) & (norms > 0)
+        # cosine terms: scale = 1/|x_hat|, masked items get bias -inf (never returned)
+        self._cos_scale = np.where(ok, 1.0 / np.where(ok, norms, 1.0), 0.0).astype(np.float32)
+        self._cos_bias = np.where(ok, 0.0, -np.inf).astype(np.float32)
+        rho = None if self.item_scale is None else np.asarray(self.item_scale, dtype=np.float32)
+        if rho is not None and len(rho) != n:
+            raise ConfigError("item scale must have one entry per item.")
+        self._ip_scale = rho
+        full = norms if rho is None else norms * rho  # |x_hat|
+        self._l2_bias = (-(full.astype(np.float64) ** 2)).astype(np.float32)
+        if self.pair_tables is None and self.lut_path == "pairs":
+            self.lut_path = "decode"
+
+    # ---- basic facts -------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    @property
+    def d(self) -> int:
+        return self.codebooks.d
+
+    @property
+    def metric(self) -> str:
+        return self.codebooks.metric
+
+    @property
+    def similar_metric(self) -> str:
+        """Item->item score: cosine for ip/cosine indexes, l2 for l2 indexes."""
+        return "l2" if self.metric == "l2" else "cosine"
+
+    @property
+    def version(self) -> str:
+        return str(self.manifest.get("index_version", "unsaved"))
+
+    def __repr__(self) -> str:
+        cb = self.codebooks
+        return (f"CompressedIndex(kind={cb.kind}, metric={cb.metric}, n={len(self)}, d={cb.d}, "
+                f"M={cb.M}, nbits={cb.nbits}, users={len(self.users.ids) if self.users else 0})")
+
+    def row_of(self, item_id: str) -> int:
+        try:
+            return self._rows[item_id]
+        except KeyError:
+            raise UnknownItemError(item_id) from None
+
+    def rows_of(self, item_ids: Sequence[str], *, strict: bool = True) -> NDArray[np.int64]:
+        """Rows of item ids; unknown ids raise UnknownItemError (or are skipped when not strict)."""
+        out = []
+        for s in item_ids:
+            r = self._rows.get(s)
+            if r is None:
+                if strict:
+                    raise UnknownItemError(s)
+                continue
+            out.append(r)
+        return np.asarray(out, dtype=np.int64)
+
+    def item_info(self, item_id: str) -> dict[str, Any]:
+        row = self.row_of(item_id)
+        return {
+            "id": item_id,
+            "row": row,
+            "codes": self.codes[row].tolist(),
+            "norm": float(self.recon_norms[row]),
+            "zero_vector": bool(self.zero_items[row]),
+        }
+
+    # ---- query preparation -------------------------------------------------------------------
+    def check_queries(self, xq: Any) -> NDArray[np.float32]:
+        x = np.asarray(xq, dtype=np.float64 if np.asarray(xq).dtype == np.float64 else np.float32)
+        if x.ndim == 1:
+            x = x[None, :]
+        if x.ndim != 2 or x.shape[1] != self.d:
+            got = x.shape[-1] if x.ndim >= 1 else 0
+            raise DimensionMismatchError(
+                f"Provided query dimension ({got}) does not match the index dimension ({self.d})."
+            )
+        if not np.isfinite(x).all():
+            raise NonFiniteError("Query vector contains NaN or inf.")
+        x32 = x.astype(np.float32)
+        if not np.isfinite(x32).all():
+            raise NonFiniteError("Query vector has a value that overflows float32.")
+        return np.ascontiguousarray(x32)
+
+    def _item_luts(self, rows: NDArray[np.int64], codes: NDArray[np.uint8] | None = None) -> NDArray[np.float32]:
+        """(n, M, ksub) LUTs of stored reconstructions (items by row, or given codes)."""
+        c = self.codes[rows] if codes is None else codes
+        if self.lut_path == "pairs" and self.pair_tables is not None:
+            return self.codebooks.lut_from_codes(c, self.pair_tables)
+        return self.codebooks.lut(self.codebooks.decode(c))
+
+    # ---- the scan ----------------------------------------------------------------------------
+    def _scan(
+        self,
+        lut: NDArray[np.float32],
+        alpha: NDArray[np.float32],
+        score: str,
+        k: int,
+        excludes: Sequence[NDArray[np.int64]],
+        qnorm2: NDArray[np.float32] | None,
+    ) -> TopK:
+        """ADC top-k with exclusions (over-fetch then filter; exact because results are ranked)."""
+        n = len(self)
+        kfetch = min(n, k + max((len(e) for e in excludes), default=0))
+        if score == "ip":
+            top = adc_topk(lut, self.codes, max(kfetch, 1), alpha=alpha, scale=self._ip_scale)
+        elif score == "cosine":
+            top = adc_topk(lut, self.codes, max(kfetch, 1), alpha=alpha, scale=self._cos_scale, bias=self._cos_bias)
+        else:  # l2: 2<q,x_hat> - |x_hat|^2 - |q|^2
+            top = adc_topk(lut, self.codes, max(kfetch, 1), alpha=alpha * 2, scale=self._ip_scale,
+                           bias=self._l2_bias)
+            top = TopK(top.D - qnorm2[:, None], top.I)
+        D = np.full((len(lut), k), -np.inf, dtype=np.float32)
+        I = np.full((len(lut), k), -1, dtype=np.int64)  # noqa: E741
+        for q, excl in enumerate(excludes):
+            rows, dist = top.I[q], top.D[q]
+            keep = rows >= 0
+            if len(excl):
+                keep &= ~np.isin(rows, excl)
+            rows, dist = rows[keep][:k], dist[keep][:k]
+            D[q, : len(rows)] = dist
+            I[q, : len(rows)] = rows
+        return TopK(D, I)
+
+    def _rerank(self, xq_input: NDArray[np.float32], score: str, top: TopK, k: int) -> TopK:
+        """Exact re-scoring of the ADC candidates with the stored float item vectors."""
+        assert self.item_vectors is not None
+        D = np.full((len(top.I), k), -np.inf, dtype=np.float32)
+        I = np.full((len(top.I), k), -1, dtype=np.int64)  # noqa: E741
+        for q in range(len(top.I)):
+            rows = top.I[q][top.I[q] >= 0]
+            xv = np.asarray(self.item_vectors[rows], dtype=np.float32)
+            y = xq_input[q]
+            if score == "ip":
+                s = xv @ y
+            elif score == "cosine":
+                nv = np.linalg.norm(xv, axis=1)
+                s = np.where(nv > 0, (xv @ y) / np.where(nv > 0, nv, 1) / max(np.linalg.norm(y), 1e-30), -np.inf)
+            else:
+                s = -((xv - y) ** 2).sum(axis=1)
+            order = np.lexsort((rows, -s))[:k]
+            D[q, : len(order)] = s[order]
+            I[q, : len(order)] = rows[order]
+        return TopK(D, I)
+
+    def _finish(self, top: TopK) -> list[SearchResult]:
+        out = []
+        for q in range(len(top.I)):
+            valid = top.I[q] >= 0
+            rows = top.I[q][valid]
+            out.append(SearchResult(
+                ids=[self.item_ids[r] for r in rows],
+                scores=[float(s) for s in top.D[q][valid]],
+                rows=[int(r) for r in rows],
+            ))
+        return out
+
+    def _check_k(self, k: int, rerank: int) -> None:
+        if not 1 <= k <= MAX_K:
+            raise InputError(f"k must be between 1 and {MAX_K}, got {k}.")
+        if rerank < 0 or rerank > 10 * MAX_K:
+            raise InputError(f"rerank must be between 0 and {10 * MAX_K}, got {rerank}.")
+        if rerank and self.item_vectors is None:
+            raise InputError("rerank needs item vectors, and this index was built without them "
+                             "(build with --item-vectors float16|float32).")
+
+    def _run(
+        self,
+        lut: NDArray[np.float32],
+        alpha: NDArray[np.float32],
+        score: str,
+        k: int,
+        excludes: Sequence[NDArray[np.int64]],
+        qnorm2: NDArray[np.float32] | None,
+        rerank: int,
+        xq_rerank: NDArray[np.float32] | None,
+    ) -> list[SearchResult]:
+        if rerank:
+            top = self._scan(lut, alpha, score, max(rerank, k), excludes, qnorm2)
+            assert xq_rerank is not None
+            top = self._rerank(xq_rerank, score, top, k)
+        else:
+            top = self._scan(lut, alpha, score, k, excludes, qnorm2)
+        return self._finish(top)
+
+    # ---- public queries ----------------------------------------------------------------------
+    def search(
+        self,
+        xq: Any,
+        k: int = 10,
+        *,
+        exclude: Sequence[Sequence[str]] | None = None,
+        rerank: int = 0,
+        score: str | None = None,
+    ) -> list[SearchResult]:
+        """Top-k items for raw query vectors xq (nq, d) under the index metric (or ``score``)."""
+        self._check_k(k, rerank)
+        x = self.check_queries(xq)
+        score = score or self.metric
+        return self._vector_query(x, k, self._exclude_rows(exclude, len(x)), rerank, score)
+
+    def _vector_query(self, x: NDArray[np.float32], k: int, excludes: list[NDArray[np.int64]],
+                      rerank: int, score: str) -> list[SearchResult]:
+        cb = self.codebooks
+        qn = np.linalg.norm(x, axis=1)
+        if score == "cosine":
+            if (qn == 0).any():
+                raise InputError("Query vector has zero norm: it has no cosine direction.")
+            x = (x / qn[:, None]).astype(np.float32)
+        x_for_rerank = x
+        if cb.metric == "cosine" and score != "cosine":
+            x = normalize_rows(x)  # the index lives on the unit sphere
+        y = cb.to_code_space(x, normalize=False)
+        lut = cb.lut(y)
+        alpha = np.ones(len(x), np.float32)
+        qnorm2 = (np.linalg.norm(y, axis=1) ** 2).astype(np.float32) if score == "l2" else None
+        return self._run(lut, alpha, score, k, excludes, qnorm2, rerank, x_for_rerank)
+
+    def recommend(
+        self,
+        user_ids: Sequence[str],
+        k: int = 10,
+        *,
+        exclude: Sequence[Sequence[str]] | None = None,
+        rerank: int = 0,
+    ) -> list[SearchResult]:
+        """Top-k items for stored users (user->item under the index metric)."""
+        self._check_k(k, rerank)
+        if self.users is None:
+            raise UnknownUserError(user_ids[0] if user_ids else "")
+        urows = np.asarray([self.users.row_of(u) for u in user_ids], dtype=np.int64)
+        excludes = self._exclude_rows(exclude, len(urows))
+        if self.users.storage != "codes":
+            x = np.asarray(self.users.vectors[urows], dtype=np.float32)
+            return self._vector_query(x, k, excludes, rerank, self.metric)
+        codes = self.users.codes[urows]
+        lut = self._item_luts(urows, codes)
+        y = self.codebooks.decode(codes)
+        rho = np.ones(len(urows), np.float32) if self.users.scale is None else self.users.scale[urows]
+        yn = (np.linalg.norm(y, axis=1) * rho).astype(np.float32)  # |q_hat|
+        score = self.metric
+        alpha = rho.astype(np.float32)
+        if score == "cosine":
+            alpha = np.where(yn > 0, rho / np.where(yn > 0, yn, 1), 0).astype(np.float32)
+        x_rr = self.codebooks.decode_input_space(codes) * rho[:, None]
+        return self._run(lut, alpha, score, k, excludes, yn**2, rerank, x_rr)
+
+    def similar(
+        self,
+        item_ids: Sequence[str],
+        k: int = 10,
+        *,
+        exclude: Sequence[Sequence[str]] | None = None,
+        rerank: int = 0,
+    ) -> list[SearchResult]:
+        """Top-k neighbours of stored items (item->item; the query item itself is never returned).
+
+        The query is the item's reconstruction; its LUT comes from the precomputed pair tables.
+        """
+        self._check_k(k, rerank)
+        rows = self.rows_of(item_ids)
+        excludes = [np.append(e, r) for e, r in zip(self._exclude_rows(exclude, len(rows)), rows, strict=True)]
+        score = self.similar_metric
+        lut = self._item_luts(rows)
+        yn = self.recon_norms[rows].astype(np.float32)
+        if score == "cosine":
+            ok = (~self.zero_items[rows]) & (yn > 0)
+            alpha = np.where(ok, 1.0 / np.where(ok, yn, 1), 0).astype(np.float32)
+        else:  # l2: the query is x_hat_q = rho_q * y_hat_q
+            ok = np.ones(len(rows), bool)
+            alpha = np.ones(len(rows), np.float32) if self.item_scale is None else self.item_scale[rows].astype(np.float32)
+            yn = yn * alpha
+        x_rr = None
+        if rerank:
+            x_rr = np.asarray(self.item_vectors[rows], dtype=np.float32)  # type: ignore[index]
+        results = self._run(lut, alpha, score, k, excludes, yn**2, rerank, x_rr)
+        # a zero item has no cosine direction: no neighbours (documented above)
+        return [r if ok[i] else SearchResult([], [], []) for i, r in enumerate(results)]
+
+    def similar_to_vector(
+        self,
+        xq: Any,
+        k: int = 10,
+        *,
+        exclude: Sequence[Sequence[str]] | None = None,
+        rerank: int = 0,
+    ) -> list[SearchResult]:
+        """Items most similar to raw vectors under the item->item score (cosine, or l2)."""
+        self._check_k(k, rerank)
+        x = self.check_queries(xq)
+        return self._vector_query(x, k, self._exclude_rows(exclude, len(x)), rerank, self.similar_metric)
+
+    def _exclude_rows(self, exclude: Sequence[Sequence[str]] | None, nq: int) -> list[NDArray[np.int64]]:
+        if exclude is None:
+            return [np.empty(0, np.int64)] * nq
+        if len(exclude) != nq:
+            raise InputError(f"exclude has {len(exclude)} lists for {nq} queries.")
+        # unknown ids in an exclusion list cannot be returned anyway: ignore them
+        return [self.rows_of(e, strict=False) for e in exclude]
