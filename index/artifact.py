@@ -196,5 +196,6 @@ def load_index(path: str, *, mmap: bool = True, verify: bool = True) -> Compress
 def _expect(path: str, name: str, arr: np.ndarray, shape: tuple[Any, ...], dtype: Any) -> None:
     if arr.shape != tuple(shape) or arr.dtype != dtype:
         raise ArtifactCorrupt(
-            f"{os.path.join(path, name)}: shape {arr.shape} dtype {arr.dtype}, expected {tuple(shape)} {np.dtype(dtype)}."
+            f"{os.path.join(path, name)}: shape {arr.shape} dtype {arr.dtype}, "
+            f"expected {tuple(shape)} {np.dtype(dtype)}."
         )

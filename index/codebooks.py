@@ -9,12 +9,13 @@ ksub = 2**nbits codewords per (sub)codebook, dsub = d // M.
     rq    (M, ksub, d)    float32   beam_size            sum_m C[m, code_m]
 
 "Code space" is where codes live: the input after normalization (metric "cosine", or any metric with
-``norm_explicit``) and the OPQ rotation.
+``norm_explicit``) and the OPQ rotation. R is orthogonal, so inner products and norms are the same in
+both spaces.
 
 Norm-explicit quantization (Dai et al., "Norm-Explicit Quantization", AAAI 2020): the codes hold
 each item's unit direction and the index keeps its exact norm as a per-item scale, so
 x_hat = |x| * decode(codes). Recommender item norms vary ~25x (popularity); quantizing them with the
-direction spends codewords on the norm and blurs the direction of small items. R is orthogonal, so inner products and norms are the same in both spaces.
+direction spends codewords on the norm and blurs the direction of small items.
 
 Codes are one uint8 per (sub)codebook (nbits <= 8), stored as (n, M).
 

@@ -374,7 +374,9 @@ class CompressedIndex:
             alpha = np.where(ok, 1.0 / np.where(ok, yn, 1), 0).astype(np.float32)
         else:  # l2: the query is x_hat_q = rho_q * y_hat_q
             ok = np.ones(len(rows), bool)
-            alpha = np.ones(len(rows), np.float32) if self.item_scale is None else self.item_scale[rows].astype(np.float32)
+            alpha = np.ones(len(rows), np.float32)
+            if self.item_scale is not None:
+                alpha = self.item_scale[rows].astype(np.float32)
             yn = yn * alpha
         x_rr = None
         if rerank:

@@ -86,7 +86,9 @@ def train_rq(xt: NDArray[np.float32], cfg: TrainConfig, *, show_progress: bool =
 TRAINERS = {"pq": train_pq, "opq": train_opq, "rq": train_rq}
 
 
-def training_sample(emb: Embeddings, cfg: TrainConfig, *, has_queries: bool) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+def training_sample(
+    emb: Embeddings, cfg: TrainConfig, *, has_queries: bool
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
     """(train rows, report query rows), drawn with cfg.seed.
 
     With a separate query file (users) every item may train. Otherwise items are held out of
