@@ -240,11 +240,11 @@ def serve(
     log_level: Annotated[str, typer.Option(envvar="VQREC_LOG_LEVEL", help="uvicorn log level.")] = "info",
 ) -> None:
     """Serve every index under --index-root over REST (docs at /docs). Other settings: VQREC_* env."""
+    if not os.path.isdir(index_root):
+        raise _fail(FileNotFoundError(f"index root not found: {index_root}"))
     from service.main import run
     from service.settings import Settings
 
-    if not os.path.isdir(index_root):
-        raise _fail(FileNotFoundError(f"index root not found: {index_root}"))
     run(Settings(index_root=index_root, host=host, port=port, log_level=log_level))
 
 
