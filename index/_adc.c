@@ -64,27 +64,22 @@ static inline float scan_one(const float *lut, const uint8_t *c, int64_t M, int6
     return (s0 + s1) + (s2 + s3);
 }
 
-int64_t vqrec_adc_topk(const float *lut, int64_t M, int64_t ksub, const uint8_t *codes, int64_t nb,
-                       float alpha, const float *scale, const float *bias, int64_t k, float *D,
-                       int64_t *I) {
-    int64_t n = 0; /* heap size */
-    for (int64_t i = 0; i < nb; i++) {
-        float v = alpha * scan_one(lut, codes + i * M, M, ksub);
-        if (scale) v *= scale[i];
-        if (bias) v += bias[i];
-        if (!(v > -INFINITY)) continue; /* -inf or NaN: masked out */
-        if (n < k) {
-            D[n] = v;
-            I[n] = i;
-            sift_up(D, I, n);
-            n++;
-        } else if (worse(D[0], I[0], v, i)) {
-            D[0] = v;
-            I[0] = i;
-            sift_down(D, I, n, 0);
-        }
+static inline void heap_push(float *D, int64_t *I, int64_t *n, int64_t k, float v, int64_t i) {
+    if (!(v > -INFINITY)) return; /* -inf or NaN: masked out */
+    if (*n < k) {
+        D[*n] = v;
+        I[*n] = i;
+        sift_up(D, I, *n);
+        (*n)++;
+    } else if (worse(D[0], I[0], v, i)) {
+        D[0] = v;
+        I[0] = i;
+        sift_down(D, I, *n, 0);
     }
-    /* heap sort: repeatedly move the worst to the end -> best first */
+}
+
+/* heap sort: repeatedly move the worst to the end -> best first; pad to k */
+static void heap_finish(float *D, int64_t *I, int64_t n, int64_t k) {
     for (int64_t end = n - 1; end > 0; end--) {
         float ts = D[0];
         int64_t ti = I[0];
@@ -98,7 +93,43 @@ int64_t vqrec_adc_topk(const float *lut, int64_t M, int64_t ksub, const uint8_t 
         D[j] = -INFINITY;
         I[j] = -1;
     }
+}
+
+static void scan_range(const float *lut, int64_t M, int64_t ksub, const uint8_t *codes, int64_t i0,
+                       int64_t i1, float alpha, const float *scale, const float *bias, int64_t k,
+                       float *D, int64_t *I, int64_t *n) {
+    for (int64_t i = i0; i < i1; i++) {
+        float v = alpha * scan_one(lut, codes + i * M, M, ksub);
+        if (scale) v *= scale[i];
+        if (bias) v += bias[i];
+        heap_push(D, I, n, k, v, i);
+    }
+}
+
+int64_t vqrec_adc_topk(const float *lut, int64_t M, int64_t ksub, const uint8_t *codes, int64_t nb,
+                       float alpha, const float *scale, const float *bias, int64_t k, float *D,
+                       int64_t *I) {
+    int64_t n = 0; /* heap size */
+    scan_range(lut, M, ksub, codes, 0, nb, alpha, scale, bias, k, D, I, &n);
+    heap_finish(D, I, n, k);
     return n;
+}
+
+/* nq queries at once (luts (nq, M, ksub), alphas (nq,), D/I (nq, k), counts (nq,) scratch): the code
+ * table is scanned in blocks of `block` rows that stay in cache while every query visits them, so a
+ * batch reads the codes from memory once instead of nq times. Same results as nq single calls. */
+void vqrec_adc_topk_many(const float *luts, int64_t nq, int64_t M, int64_t ksub, const uint8_t *codes,
+                         int64_t nb, const float *alphas, const float *scale, const float *bias,
+                         int64_t k, float *D, int64_t *I, int64_t *counts, int64_t block) {
+    if (block < 1) block = nb;
+    for (int64_t q = 0; q < nq; q++) counts[q] = 0;
+    for (int64_t i0 = 0; i0 < nb; i0 += block) {
+        int64_t i1 = i0 + block < nb ? i0 + block : nb;
+        for (int64_t q = 0; q < nq; q++)
+            scan_range(luts + q * M * ksub, M, ksub, codes, i0, i1, alphas[q], scale, bias, k,
+                       D + q * k, I + q * k, counts + q);
+    }
+    for (int64_t q = 0; q < nq; q++) heap_finish(D + q * k, I + q * k, counts[q], k);
 }
 
 /* full score vector (no ranking): used by tests and by callers that need every score */

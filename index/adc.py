@@ -45,6 +45,9 @@ def _load_kernel() -> ctypes.CDLL | None:
         p = ctypes.c_void_p
         i64 = ctypes.c_int64
         f.argtypes = [p, i64, i64, p, i64, ctypes.c_float, p, p, i64, p, p]
+        h = lib.vqrec_adc_topk_many
+        h.restype = None
+        h.argtypes = [p, i64, i64, i64, p, i64, p, p, p, i64, p, p, p, i64]
         g = lib.vqrec_adc_scores
         g.restype = None
         g.argtypes = [p, i64, i64, p, i64, p]
@@ -113,7 +116,7 @@ def adc_topk(
     nb = len(codes)
     if codes.ndim != 2 or codes.shape[1] != M:
         raise ValueError(f"codes shape {codes.shape} does not match lut M={M}")
-    alpha = np.ones(nq, np.float32) if alpha is None else np.asarray(alpha, np.float32).reshape(nq)
+    alpha = np.ones(nq, np.float32) if alpha is None else np.ascontiguousarray(alpha, np.float32).reshape(nq)
     if _KERNEL is None or not use_kernel:
         s = adc_scores_ref(lut, codes) * alpha[:, None]
         if scale is not None:
@@ -131,10 +134,18 @@ def adc_topk(
     fn = _KERNEL.vqrec_adc_topk
     cptr, sptr, bptr = _ptr(codes), _ptr(sc), _ptr(bi)
 
+    counts = np.empty(nq, dtype=np.int64)
+    # rows per block: the block's codes (block * M bytes) stay in L2 while every query scans them
+    block = max(1024, (256 << 10) // max(1, M))
+
     def run(q0: int, q1: int) -> None:
-        for q in range(q0, q1):
-            fn(lut[q].ctypes.data, M, ksub, cptr, nb, float(alpha[q]), sptr, bptr, k,
-               D[q].ctypes.data, I[q].ctypes.data)
+        if q1 - q0 == 1:
+            fn(lut[q0].ctypes.data, M, ksub, cptr, nb, float(alpha[q0]), sptr, bptr, k,
+               D[q0].ctypes.data, I[q0].ctypes.data)
+        elif q1 > q0:
+            _KERNEL.vqrec_adc_topk_many(lut[q0].ctypes.data, q1 - q0, M, ksub, cptr, nb, alpha[q0:q1].ctypes.data,
+                                        sptr, bptr, k, D[q0].ctypes.data, I[q0].ctypes.data,
+                                        counts[q0:q1].ctypes.data, block)
 
     threads = threads or _default_threads()
     if threads <= 1 or nq < 2 * threads:
