@@ -173,7 +173,12 @@ class CompressedIndex:
 
     # ---- query preparation -------------------------------------------------------------------
     def check_queries(self, xq: Any) -> NDArray[np.float32]:
-        x = np.asarray(xq, dtype=np.float64 if np.asarray(xq).dtype == np.float64 else np.float32)
+        """(nq, d) float32 queries, or an InputError: wrong dimension, NaN/inf, or values (or a squared
+        norm) beyond float32, which would turn scores into inf or a cosine into 0/inf."""
+        try:
+            x = np.asarray(xq, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise InputError("Query vectors must be a numeric array (nq, d).") from None
         if x.ndim == 1:
             x = x[None, :]
         if x.ndim != 2 or x.shape[1] != self.d:
@@ -183,10 +188,10 @@ class CompressedIndex:
             )
         if not np.isfinite(x).all():
             raise NonFiniteError("Query vector contains NaN or inf.")
-        x32 = x.astype(np.float32)
-        if not np.isfinite(x32).all():
-            raise NonFiniteError("Query vector has a value that overflows float32.")
-        return np.ascontiguousarray(x32)
+        big = np.finfo(np.float32).max
+        if (np.abs(x) > big).any() or (np.einsum("ij,ij->i", x, x) > big).any():
+            raise NonFiniteError("Query vector is too large: a value or its squared norm overflows float32.")
+        return np.ascontiguousarray(x, dtype=np.float32)
 
     def _item_luts(self, rows: NDArray[np.int64], codes: NDArray[np.uint8] | None = None) -> NDArray[np.float32]:
         """(n, M, ksub) LUTs of stored reconstructions (items by row, or given codes)."""

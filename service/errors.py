@@ -1,0 +1,243 @@
+"""One error body everywhere: ``{"error": {"code": "...", "message": "...", "details": {...}?}}``.
+
+    status  code                 raised by
+    404     unknown_index        deps.get_index (name not configured)
+    404     unknown_user/_item   index.errors.UnknownIdError subclasses (code from the exception)
+    404     not_found            no such route
+    405     method_not_allowed   route exists, method does not
+    413     batch_too_large      more queries than settings.max_batch
+    413     exclude_too_large    more exclude_item_ids than settings.max_exclude
+    422     malformed_json       the body is not JSON
+    422     validation_error     wrong type / missing / unknown field (the message names the field)
+    422     non_finite           NaN / Infinity / beyond-float32 value or norm in a vector (schema, or
+                                 index.errors.NonFiniteError)
+    422     invalid_query        both or neither of id and vector
+    422     invalid_k            k outside 1..settings.max_k
+    422     dimension_mismatch   index.errors.DimensionMismatchError (message carries both dimensions)
+    422     invalid_input        other index.errors.InputError (rerank without item vectors, zero cosine query)
+    503     index_not_loaded     the named index failed to load (index.errors.ArtifactError also maps to 503)
+    503     not_ready            /readyz while any configured index is not loaded
+    500     internal             anything unexpected: logged with traceback and a request id; the client
+                                 sees only the request id
+
+Domain errors from ``index/`` carry their own ``code``; this module only picks the status.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from index import ArtifactError, UnknownIdError, VqrecError
+
+logger = logging.getLogger(__name__)
+
+
+# ---- service-level errors (no counterpart in index/) ------------------------------------------
+class ServiceError(Exception):
+    """An error the service raises on purpose; subclasses fix status_code and code."""
+
+    status_code = 500
+    code = "internal"
+
+    def __init__(self, message: str, *, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class UnknownIndexError(ServiceError):
+    status_code = 404
+    code = "unknown_index"
+
+
+class IndexNotLoadedError(ServiceError):
+    status_code = 503
+    code = "index_not_loaded"
+
+
+class NotReadyError(ServiceError):
+    status_code = 503
+    code = "not_ready"
+
+
+class InvalidKError(ServiceError):
+    status_code = 422
+    code = "invalid_k"
+
+
+class BatchTooLargeError(ServiceError):
+    status_code = 413
+    code = "batch_too_large"
+
+
+class ExcludeTooLargeError(ServiceError):
+    status_code = 413
+    code = "exclude_too_large"
+
+
+# ---- the body ----------------------------------------------------------------------------------
+def error_response(status_code: int, code: str, message: str, *, details: dict[str, Any] | None = None,
+                   headers: dict[str, str] | None = None) -> JSONResponse:
+    body: dict[str, Any] = {"code": code, "message": message}
+    if details:
+        body["details"] = details
+    return JSONResponse({"error": body}, status_code=status_code, headers=headers)
+
+
+def status_for(exc: VqrecError) -> int:
+    """404 for unknown ids, 503 for unusable artifacts, 422 for every other domain error (bad input)."""
+    if isinstance(exc, UnknownIdError):
+        return 404
+    if isinstance(exc, ArtifactError):
+        return 503
+    return 422
+
+
+# ---- request validation ------------------------------------------------------------------------
+# error types that get their own code; the first match (in this order) decides the response code
+_TYPE_CODES = (
+    ("json_invalid", "malformed_json"),
+    ("finite_number", "non_finite"),
+    ("float32_overflow", "non_finite"),
+    ("invalid_query", "invalid_query"),
+)
+
+
+def field_path(loc: Sequence[Any]) -> str:
+    """('body', 'queries', 2, 'vector', 0) -> 'queries[2].vector[0]'; other sources keep their prefix."""
+    parts = list(loc[1:]) if loc and loc[0] == "body" else list(loc)
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
+
+
+def _field_of(err: dict[str, Any]) -> str:
+    if err.get("type") == "json_invalid":  # its loc holds a character position, not a field
+        return "body"
+    return field_path(err.get("loc", ())) or "body"
+
+
+def _describe(err: dict[str, Any]) -> str:
+    loc = tuple(err.get("loc", ()))
+    if err.get("type") == "json_invalid":
+        pos = loc[1] if len(loc) > 1 else "?"
+        return f"malformed JSON at character {pos}: {err.get('ctx', {}).get('error', err.get('msg'))}."
+    if loc == ("body",) and err.get("type") == "missing":
+        return "request body is required: a JSON object."
+    if loc == ("body",) and err.get("type") in ("model_attributes_type", "model_type", "dict_type"):
+        return "request body must be a JSON object, sent with content-type application/json."
+    if err.get("type") == "finite_number":
+        return f"{field_path(loc)}: must be a finite number (NaN and Infinity are not allowed)."
+    where = field_path(loc)
+    msg = str(err.get("msg", "invalid value"))
+    return f"{where}: {msg}" if where else msg
+
+
+def validation_error_response(errors: Sequence[Any]) -> JSONResponse:
+    errs = [dict(e) for e in errors]
+    chosen, code = (errs[0] if errs else {}), "validation_error"
+    for typ, typ_code in _TYPE_CODES:
+        hit = next((e for e in errs if e.get("type") == typ), None)
+        if hit is not None:
+            chosen, code = hit, typ_code
+            break
+    # no "input" echoed back: it may be a large vector, or NaN (not valid JSON)
+    details = {"errors": [{"field": _field_of(e), "type": e.get("type"), "message": e.get("msg")} for e in errs[:20]]}
+    return error_response(422, code, _describe(chosen), details=details)
+
+
+# ---- handlers ----------------------------------------------------------------------------------
+async def _service_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ServiceError)
+    return error_response(exc.status_code, exc.code, exc.message, details=exc.details)
+
+
+async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, VqrecError)
+    status = status_for(exc)
+    if status >= 500:
+        logger.error("%s %s: %s", request.method, request.url.path, exc)
+    return error_response(status, exc.code, str(exc))
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return validation_error_response(exc.errors())
+
+
+_HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+    if exc.status_code == 404:
+        message = f"no route {request.method} {request.url.path}."
+    return error_response(exc.status_code, code, message, headers=exc.headers)
+
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+def request_id_of(scope: Scope) -> str:
+    """The caller's X-Request-ID when it is a sane token, else a new random one."""
+    for key, value in scope.get("headers", []):
+        if key == b"x-request-id":
+            rid = value.decode("latin-1")
+            if _REQUEST_ID.match(rid):
+                return rid
+    return uuid.uuid4().hex[:16]
+
+
+class InternalErrorMiddleware:
+    """Unexpected exceptions -> 500 ``internal`` with a request id; the traceback goes to the log only.
+
+    A plain ASGI middleware rather than ``add_exception_handler(Exception, ...)``: Starlette re-raises
+    after such a handler, so the server would log the traceback a second time, without the request id.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_tracking(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_tracking)
+        except Exception:
+            rid = request_id_of(scope)
+            logger.exception("internal error, request id %s: %s %s", rid, scope.get("method"), scope.get("path"))
+            if started:  # too late for an error body
+                raise
+            response = error_response(500, "internal", f"internal error, request id {rid}",
+                                      headers={"x-request-id": rid})
+            await response(scope, receive, send)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ServiceError, _service_error)
+    app.add_exception_handler(VqrecError, _domain_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_middleware(InternalErrorMiddleware)

@@ -1,0 +1,68 @@
+"""Index metadata routes: the list, one index's manifest summary, one item's stored codes."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from index import CompressedIndex
+
+from ..deps import IndexDep, RegistryDep
+from ..schemas import IndexDetail, IndexList, IndexSummary, ItemInfo, UnavailableIndex
+
+router = APIRouter(prefix="/v1/indexes", tags=["indexes"])
+
+
+def summarize(name: str, index: CompressedIndex) -> IndexSummary:
+    cb = index.codebooks
+    nbytes = index.manifest.get("bytes", {})
+    return IndexSummary(
+        name=name,
+        index_version=index.version,
+        kind=cb.kind,
+        metric=index.metric,
+        n_items=len(index),
+        n_users=len(index.users.ids) if index.users is not None else 0,
+        d=cb.d,
+        M=cb.M,
+        nbits=cb.nbits,
+        code_bytes_per_item=int(nbytes.get("code_bytes_per_item", cb.code_size)),
+        index_bytes_per_item=float(nbytes.get("index_bytes_per_item", cb.code_size)),
+    )
+
+
+@router.get("", response_model=IndexList, summary="the configured indexes")
+def list_indexes(registry: RegistryDep) -> IndexList:
+    return IndexList(
+        indexes=[summarize(name, registry.indexes[name]) for name in sorted(registry.indexes)],
+        unavailable=[UnavailableIndex(name=name, message=msg) for name, msg in sorted(registry.failed.items())],
+    )
+
+
+@router.get("/{name}", response_model=IndexDetail, summary="one index: method, counts, bytes, evaluation")
+def get_index_detail(name: str, index: IndexDep) -> IndexDetail:
+    m = index.manifest
+    return IndexDetail(
+        name=name,
+        index_version=index.version,
+        format_version=int(m.get("format_version", 0)),
+        created_at=m.get("created_at"),
+        method=m.get("method", index.codebooks.header()),
+        metric=index.metric,
+        similar_metric=index.similar_metric,
+        n_items=len(index),
+        n_users=len(index.users.ids) if index.users is not None else 0,
+        d=index.d,
+        rerank_available=index.item_vectors is not None,
+        bytes=m.get("bytes", {}),
+        evaluation=m.get("evaluation", {}),
+        train_report=m.get("train_report", {}),
+        trainer_config=m.get("trainer_config", {}),
+        source=m.get("source", {}),
+    )
+
+
+@router.get("/{name}/items/{item_id}", response_model=ItemInfo, summary="one item's codes, norm and zero flag")
+def get_item(item_id: str, index: IndexDep) -> ItemInfo:
+    info = index.item_info(item_id)
+    scale = None if index.item_scale is None else float(index.item_scale[info["row"]])
+    return ItemInfo(**info, scale=scale)

@@ -1,0 +1,133 @@
+"""Query routes: user->item (recommend) and item->item (similar), single and batch.
+
+A batch is answered with as few index calls as possible: queries are grouped by kind (id or
+vector) and rerank setting, each group is one call with the group's largest k, and each query's
+list is cut to its own k. Top-k is a total order (score desc, then row asc) and exclusions are
+applied per query, so a cut list equals that query's single answer (same ids; scores equal up to
+float rounding of the batched matmul). With rerank the candidate count max(rerank, k) is part of
+the group key, because it changes which candidates are re-scored.
+
+One bad query fails the whole batch (one error, naming the query's position where the service
+checks it: k, exclude size, vector dimension, schema errors).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter
+
+from index import CompressedIndex, DimensionMismatchError, NonFiniteError, SearchResult
+
+from ..deps import IndexDep, SettingsDep
+from ..errors import BatchTooLargeError, ExcludeTooLargeError, InvalidKError
+from ..schemas import (
+    FLOAT32_MAX,
+    BatchQueryResponse,
+    BatchRecommendRequest,
+    BatchSimilarRequest,
+    Neighbor,
+    QueryResponse,
+    RecommendRequest,
+    SimilarRequest,
+)
+from ..settings import Settings
+
+router = APIRouter(prefix="/v1/indexes/{name}", tags=["query"])
+
+Query = RecommendRequest | SimilarRequest
+ByIds = Callable[..., list[SearchResult]]
+
+
+def _check_query(q: Query, index: CompressedIndex, settings: Settings, pos: int | None) -> int:
+    """The query's k (default filled in) after checking k, the exclude list and the vector dimension.
+
+    ``pos`` is the query's position in a batch (None for a single query), named in the messages.
+    """
+    field = "" if pos is None else f"queries[{pos}]."
+    k = settings.default_k if q.k is None else q.k
+    if not 1 <= k <= settings.max_k:
+        raise InvalidKError(f"{field}k must be between 1 and {settings.max_k}, got {k}.")
+    if len(q.exclude_item_ids) > settings.max_exclude:
+        raise ExcludeTooLargeError(f"{field}exclude_item_ids has {len(q.exclude_item_ids)} ids; "
+                                   f"at most {settings.max_exclude} are allowed.")
+    if q.vector is not None and len(q.vector) != index.d:
+        # checked here too so a batch names the query (and ragged vectors never reach numpy)
+        where = "" if pos is None else f"queries[{pos}]: "
+        raise DimensionMismatchError(f"{where}Provided query dimension ({len(q.vector)}) does not match "
+                                     f"the index dimension ({index.d}).")
+    if q.vector is not None:
+        x = np.asarray(q.vector, dtype=np.float64)
+        if float(x @ x) > FLOAT32_MAX:
+            # every value fits float32 (schema) but |x|^2 does not: scores would be inf or NaN
+            where = "" if pos is None else f"queries[{pos}]: "
+            raise NonFiniteError(f"{where}the query vector's squared norm overflows float32; scale it down.")
+    return k
+
+
+def run_queries(
+    index: CompressedIndex,
+    queries: Sequence[Query],
+    settings: Settings,
+    *,
+    id_field: str,
+    by_ids: ByIds,
+    by_vectors: ByIds,
+    batch: bool,
+) -> list[list[Neighbor]]:
+    """Answer ``queries`` in order; ``by_ids`` / ``by_vectors`` are bound index methods taking lists."""
+    if batch and len(queries) > settings.max_batch:
+        raise BatchTooLargeError(f"batch has {len(queries)} queries; at most {settings.max_batch} are allowed.")
+    ks = [_check_query(q, index, settings, i if batch else None) for i, q in enumerate(queries)]
+    groups: dict[tuple[bool, int, int], list[int]] = defaultdict(list)
+    for i, (q, k) in enumerate(zip(queries, ks, strict=True)):
+        groups[(q.vector is not None, q.rerank, max(q.rerank, k) if q.rerank else 0)].append(i)
+    out: list[list[Neighbor]] = [[] for _ in queries]
+    for (is_vector, rerank, _), members in groups.items():
+        inputs: list[Any] = [queries[i].vector if is_vector else getattr(queries[i], id_field) for i in members]
+        fn = by_vectors if is_vector else by_ids
+        kmax = max(ks[i] for i in members)
+        results = fn(inputs, kmax, exclude=[queries[i].exclude_item_ids for i in members], rerank=rerank)
+        for i, res in zip(members, results, strict=True):
+            out[i] = [{"id": s, "score": v} for s, v in zip(res.ids[: ks[i]], res.scores[: ks[i]], strict=True)]
+    return out
+
+
+def _ms(t0: float) -> float:
+    return round((time.perf_counter() - t0) * 1000, 3)
+
+
+@router.post("/recommend", response_model=QueryResponse, summary="user->item top-k")
+def recommend(body: RecommendRequest, index: IndexDep, settings: SettingsDep) -> QueryResponse:
+    t0 = time.perf_counter()
+    (results,) = run_queries(index, [body], settings, id_field="user_id", by_ids=index.recommend,
+                             by_vectors=index.search, batch=False)
+    return QueryResponse(results=results, index_version=index.version, took_ms=_ms(t0))
+
+
+@router.post("/similar", response_model=QueryResponse, summary="item->item top-k (never the query item)")
+def similar(body: SimilarRequest, index: IndexDep, settings: SettingsDep) -> QueryResponse:
+    t0 = time.perf_counter()
+    (results,) = run_queries(index, [body], settings, id_field="item_id", by_ids=index.similar,
+                             by_vectors=index.similar_to_vector, batch=False)
+    return QueryResponse(results=results, index_version=index.version, took_ms=_ms(t0))
+
+
+@router.post("/recommend/batch", response_model=BatchQueryResponse, summary="user->item top-k, many queries")
+def recommend_batch(body: BatchRecommendRequest, index: IndexDep, settings: SettingsDep) -> BatchQueryResponse:
+    t0 = time.perf_counter()
+    results = run_queries(index, body.queries, settings, id_field="user_id", by_ids=index.recommend,
+                          by_vectors=index.search, batch=True)
+    return BatchQueryResponse(results=results, index_version=index.version, took_ms=_ms(t0))
+
+
+@router.post("/similar/batch", response_model=BatchQueryResponse, summary="item->item top-k, many queries")
+def similar_batch(body: BatchSimilarRequest, index: IndexDep, settings: SettingsDep) -> BatchQueryResponse:
+    t0 = time.perf_counter()
+    results = run_queries(index, body.queries, settings, id_field="item_id", by_ids=index.similar,
+                          by_vectors=index.similar_to_vector, batch=True)
+    return BatchQueryResponse(results=results, index_version=index.version, took_ms=_ms(t0))
