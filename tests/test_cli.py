@@ -19,7 +19,9 @@ runner = CliRunner()
 
 def tree_digest(path: Path) -> dict[str, str]:
     return {
-        str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(path.rglob("*")) if p.is_file()
+        str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(path.rglob("*"))
+        if p.is_file()
     }
 
 
@@ -45,12 +47,39 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def built(data: Path) -> Path:
-    code, out = invoke("train", "pq", "-e", data / "items.npy", "--queries", data / "users.npz", "-o", data / "cb",
-                       "-M", "4", "--nbits", "6", "--set", "niter=8", "-q")
+    code, out = invoke(
+        "train",
+        "pq",
+        "-e",
+        data / "items.npy",
+        "--queries",
+        data / "users.npz",
+        "-o",
+        data / "cb",
+        "-M",
+        "4",
+        "--nbits",
+        "6",
+        "--set",
+        "niter=8",
+        "-q",
+    )
     assert code == 0, out
     assert "codebooks written to" in out and "recall@10/@100" in out
-    code, out = invoke("build", "--codebooks", data / "cb", "--items", data / "items.npy", "--users", data / "users.npz",
-                       "--item-vectors", "float16", "-o", data / "idx", "-q")
+    code, out = invoke(
+        "build",
+        "--codebooks",
+        data / "cb",
+        "--items",
+        data / "items.npy",
+        "--users",
+        data / "users.npz",
+        "--item-vectors",
+        "float16",
+        "-o",
+        data / "idx",
+        "-q",
+    )
     assert code == 0, out
     assert "index written to" in out and "user->item recall@10" in out
     return data / "idx"
@@ -78,8 +107,20 @@ def test_build_manifest_and_eval(data: Path, built: Path) -> None:
 def test_eval_hit_rate(data: Path, built: Path) -> None:
     (data / "seen.tsv").write_text("u0\ti5\nu0\ti6\nu1\ti7\n")
     (data / "held.tsv").write_text("u0\ti8\nu1\ti9\n")
-    code, out = invoke("eval", "--index", built, "--items", data / "items.npy", "--users", data / "users.npz",
-                       "--seen", data / "seen.tsv", "--heldout", data / "held.tsv", "--json")
+    code, out = invoke(
+        "eval",
+        "--index",
+        built,
+        "--items",
+        data / "items.npy",
+        "--users",
+        data / "users.npz",
+        "--seen",
+        data / "seen.tsv",
+        "--heldout",
+        data / "held.tsv",
+        "--json",
+    )
     assert code == 0, out
     hr = json.loads(out)["hr@10"]
     assert set(hr) == {"exact", "index", "index_rerank"} and all(0 <= v <= 1 for v in hr.values())
@@ -160,7 +201,9 @@ def test_build_errors(data: Path, built: Path, tmp_path: Path) -> None:
     assert code == 1 and "codebooks.npz" in out and "sha256" in out
     assert not (tmp_path / "o2").exists()
     # not a codebook artifact at all
-    code, out = invoke("build", "--codebooks", tmp_path / "nowhere", "--items", data / "items.npy", "-o", tmp_path / "o3")
+    code, out = invoke(
+        "build", "--codebooks", tmp_path / "nowhere", "--items", data / "items.npy", "-o", tmp_path / "o3"
+    )
     assert code == 1 and "not found" in out
 
 
@@ -182,3 +225,8 @@ def test_demo_builds_an_index(tmp_path: Path) -> None:
     assert m["n_items"] == 5000 and m["n_users"] == 2000
     assert m["evaluation"]["user_to_item"]["recall@10"] >= 0.85
     assert (tmp_path / "demo" / "data" / "items.npz").exists()
+
+
+def test_serve_bad_setting_is_one_line(tmp_path: Path) -> None:
+    code, out = invoke("serve", "--index-root", tmp_path, "--log-level", "verbose")
+    assert code == 1 and "error: invalid settings: log_level" in out and "Traceback" not in out

@@ -242,10 +242,17 @@ def serve(
     """Serve every index under --index-root over REST (docs at /docs). Other settings: VQREC_* env."""
     if not os.path.isdir(index_root):
         raise _fail(FileNotFoundError(f"index root not found: {index_root}"))
+    from pydantic import ValidationError
+
     from service.main import run
     from service.settings import Settings
 
-    run(Settings(index_root=index_root, host=host, port=port, log_level=log_level))
+    try:
+        settings = Settings(index_root=index_root, host=host, port=port, log_level=log_level)
+    except ValidationError as e:
+        bad = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors())
+        raise _fail(ValueError(f"invalid settings: {bad}")) from None
+    run(settings)
 
 
 @app.command()
@@ -254,8 +261,8 @@ def demo(
     movielens: Annotated[str | None, typer.Option(help="A MovieLens-100k directory (u.data) to factorize instead of synthetic data.")] = None,
     method: Annotated[Method, typer.Option(help="Quantizer for the demo index.")] = Method.pq,
     M: Annotated[int, typer.Option("--M", "-M", help="Code bytes per item.")] = 16,
-    host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    host: Annotated[str, typer.Option(envvar="VQREC_HOST", help="Bind address.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar="VQREC_PORT", help="TCP port.")] = 8000,
     serve_: Annotated[bool, typer.Option("--serve/--no-serve", help="Serve the index after building it.")] = True,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:

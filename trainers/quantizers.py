@@ -55,7 +55,12 @@ def train_opq(xt: NDArray[np.float32], cfg: TrainConfig, *, show_progress: bool 
         opq = faiss.OPQMatrix(d, cfg.M)
         opq.niter = cfg.opq_niter
         opq.verbose = False
-        # the rotation's inner PQ training uses faiss's own k-means; keep it quiet and seeded
+        # the PQ that OPQ alternates with: ours, so it has our nbits, our seed, and no k-means warning spam
+        inner = faiss.ProductQuantizer(d, cfg.M, cfg.nbits)
+        inner.cp.seed = cfg.seed
+        inner.cp.min_points_per_centroid = 1
+        inner.cp.max_points_per_centroid = 1 << 30
+        opq.pq = inner
         opq.train(np.ascontiguousarray(xt))
         bar.update(1)
     R = faiss.vector_to_array(opq.A).reshape(d, d).astype(np.float32)
