@@ -1,0 +1,115 @@
+"""Queries by id (LUTs assembled from the precomputed codeword-pair tables) agree with queries by the
+same vector, within the quantization error of the query itself.
+
+Oracle (Cauchy-Schwarz): for any candidate i,
+    |cos(x_hat_q, x_hat_i) - cos(x_q, x_hat_i)| <= | x_hat_q/|x_hat_q| - x_q/|x_q| |     (item->item)
+    |<q_hat, x_hat_i> - <q, x_hat_i>|           <= |q_hat - q| * |x_hat_i|              (user->item, codes)
+so every shared result's score may differ by at most the query's own (direction) quantization error,
+and with the error 0 (the query vector is its own reconstruction) the answers are identical.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from index import Embeddings, build_index
+from index.codebooks import normalize_rows
+from trainers.config import TrainConfig
+from trainers.quantizers import train
+
+
+@pytest.fixture(scope="module", params=["pq", "opq", "rq"])
+def built(request: pytest.FixtureRequest):
+    rng = np.random.default_rng(1234)
+    n, d = 1500, 32
+    centers = rng.standard_normal((20, d))
+    x = centers[rng.integers(0, 20, n)] + 0.4 * rng.standard_normal((n, d))
+    x = (x * rng.lognormal(0, 0.6, (n, 1))).astype(np.float32)
+    x[:3] = 0.0
+    users = rng.standard_normal((40, d)).astype(np.float32)
+    items = Embeddings([f"i{j}" for j in range(n)], x, "synthetic")
+    ue = Embeddings([f"u{j}" for j in range(40)], users, "synthetic")
+    cfg = TrainConfig(method=request.param, M=8, nbits=6, niter=10, beam_size=2, eval_queries=20)
+    cb = train(items, cfg, queries=ue, show_progress=False)
+    index = build_index(cb, items, users=ue, user_storage="codes", show_progress=False)
+    return index, x, users
+
+
+def input_space_reconstruction(index, rows):
+    y = index.codebooks.decode_input_space(index.codes[rows])
+    return y * index.item_scale[rows][:, None] if index.item_scale is not None else y
+
+
+def test_similar_by_id_uses_pair_tables_and_matches_its_reconstruction(built) -> None:
+    index, x, _ = built
+    assert index.lut_path == "pairs" and index.pair_tables is not None
+    rows = np.arange(3, 63)
+    ids = [index.item_ids[r] for r in rows]
+    by_id = index.similar(ids, 20)
+    # the same query as a vector: the item's reconstruction (error 0) -> identical answer
+    by_vec = index.similar_to_vector(input_space_reconstruction(index, rows), 21)
+    for q, (a, b) in enumerate(zip(by_id, by_vec, strict=True)):
+        b_ids = [i for i in b.ids if i != ids[q]][:20]
+        b_scores = [s for i, s in zip(b.ids, b.scores, strict=True) if i != ids[q]][:20]
+        assert a.ids == b_ids
+        np.testing.assert_allclose(a.scores, b_scores, atol=1e-5)
+
+
+def test_similar_by_id_agrees_with_original_vector_within_quantization_error(built) -> None:
+    index, x, _ = built
+    rows = np.arange(3, 203)
+    ids = [index.item_ids[r] for r in rows]
+    err = np.linalg.norm(normalize_rows(input_space_reconstruction(index, rows)) - normalize_rows(x[rows]), axis=1)
+    by_id = index.similar(ids, 10)
+    by_vec = index.similar_to_vector(x[rows], 11)
+    overlaps = []
+    for q in range(len(rows)):
+        a = dict(zip(by_id[q].ids, by_id[q].scores, strict=True))
+        b = {i: s for i, s in zip(by_vec[q].ids, by_vec[q].scores, strict=True) if i != ids[q]}
+        shared = set(a) & set(b)
+        for i in shared:
+            assert abs(a[i] - b[i]) <= err[q] + 1e-5, (ids[q], i, a[i], b[i], err[q])
+        # an item the id query found but the vector query did not: its vector score is at most the
+        # vector list's cut-off, and its id score at most err above that
+        cut_b = min(b.values())
+        for i in set(a) - set(b):
+            assert a[i] <= cut_b + err[q] + 1e-5
+        overlaps.append(len(shared) / 10)
+    # a sanity floor on how close the two answers are on this data (mean direction error reported)
+    assert np.mean(overlaps) > 0.5, (np.mean(overlaps), float(err.mean()))
+
+
+def test_recommend_for_users_stored_as_codes_within_quantization_error(built) -> None:
+    index, x, users = built
+    assert index.users is not None and index.users.storage == "codes"
+    uids = index.users.ids[:20]
+    q_hat = index.codebooks.decode_input_space(index.users.codes[:20])
+    if index.users.scale is not None:
+        q_hat = q_hat * index.users.scale[:20, None]
+    qerr = np.linalg.norm(q_hat - users[:20], axis=1)
+    by_id = index.recommend(uids, 10)
+    by_vec = index.search(users[:20], 10)
+    norms = np.linalg.norm(input_space_reconstruction(index, np.arange(len(index))), axis=1)
+    for q in range(20):
+        b = dict(zip(by_vec[q].ids, by_vec[q].scores, strict=True))
+        for i, s in zip(by_id[q].ids, by_id[q].scores, strict=True):
+            if i in b:
+                assert abs(s - b[i]) <= qerr[q] * norms[index.row_of(i)] * (1 + 1e-4) + 1e-5
+    # with the reconstruction itself as the vector, the two paths give the same ranking
+    again = index.search(q_hat, 10)
+    assert [r.ids for r in again] == [r.ids for r in by_id]
+
+
+def test_pairs_and_decode_paths_agree(built) -> None:
+    index, _, _ = built
+    ids = index.item_ids[3:43]
+    a = index.similar(ids, 15)
+    index.lut_path = "decode"
+    try:
+        b = index.similar(ids, 15)
+    finally:
+        index.lut_path = "pairs"
+    for ra, rb in zip(a, b, strict=True):
+        assert ra.ids == rb.ids
+        np.testing.assert_allclose(ra.scores, rb.scores, atol=1e-5)
