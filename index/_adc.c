@@ -110,6 +110,7 @@ int64_t vqrec_adc_topk(const float *lut, int64_t M, int64_t ksub, const uint8_t 
                        float alpha, const float *scale, const float *bias, int64_t k, float *D,
                        int64_t *I) {
     int64_t n = 0; /* heap size */
+    if (k <= 0) return 0;
     scan_range(lut, M, ksub, codes, 0, nb, alpha, scale, bias, k, D, I, &n);
     heap_finish(D, I, n, k);
     return n;
@@ -121,6 +122,7 @@ int64_t vqrec_adc_topk(const float *lut, int64_t M, int64_t ksub, const uint8_t 
 void vqrec_adc_topk_many(const float *luts, int64_t nq, int64_t M, int64_t ksub, const uint8_t *codes,
                          int64_t nb, const float *alphas, const float *scale, const float *bias,
                          int64_t k, float *D, int64_t *I, int64_t *counts, int64_t block) {
+    if (k <= 0 || nq <= 0) return;
     if (block < 1) block = nb;
     for (int64_t q = 0; q < nq; q++) counts[q] = 0;
     for (int64_t i0 = 0; i0 < nb; i0 += block) {

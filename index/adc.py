@@ -114,6 +114,8 @@ def adc_topk(
     lut = np.ascontiguousarray(lut, dtype=np.float32)
     nq, M, ksub = lut.shape
     nb = len(codes)
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
     if codes.ndim != 2 or codes.shape[1] != M:
         raise ValueError(f"codes shape {codes.shape} does not match lut M={M}")
     alpha = np.ones(nq, np.float32) if alpha is None else np.ascontiguousarray(alpha, np.float32).reshape(nq)

@@ -37,8 +37,10 @@ def sha256_file(path: str, chunk: int = 1 << 20) -> str:
 def atomic_dir(final: str, *, overwrite: bool = False) -> Iterator[str]:
     """Yield a temporary directory beside ``final``; on success rename it to ``final``.
 
-    On any exception the temporary directory is removed and ``final`` is untouched. With
-    ``overwrite`` an existing ``final`` is replaced (moved aside, then deleted after the rename).
+    On any exception the temporary directory is removed and ``final`` is untouched (with
+    ``overwrite`` the previous artifact is moved aside, and put back if the new one cannot be renamed
+    in). Overwriting leaves a moment between the two renames when ``final`` does not exist: a server
+    should serve versions published under new paths rather than overwrite the one it serves.
     """
     final = os.path.abspath(final)
     parent = os.path.dirname(final)
@@ -46,18 +48,26 @@ def atomic_dir(final: str, *, overwrite: bool = False) -> Iterator[str]:
     if os.path.exists(final) and not overwrite:
         raise ArtifactError(f"{final} already exists; choose another path or pass overwrite (--force).")
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(final)}.tmp-", dir=parent)
+    old = None
     try:
         yield tmp
-        old = None
+        # mkdtemp makes 0700; publish with the permissions a plain mkdir would get
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)
         if os.path.exists(final):
             old = tempfile.mkdtemp(prefix=f".{os.path.basename(final)}.old-", dir=parent)
             os.rename(final, os.path.join(old, "a"))
         os.rename(tmp, final)
-        if old:
-            shutil.rmtree(old, ignore_errors=True)
     except BaseException:
+        if old is not None and not os.path.exists(final):
+            os.rename(os.path.join(old, "a"), final)  # put the previous artifact back
         shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
         raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def write_manifest(dirpath: str, manifest: dict[str, Any]) -> dict[str, Any]:

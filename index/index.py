@@ -306,8 +306,10 @@ class CompressedIndex:
     ) -> list[SearchResult]:
         """Top-k items for raw query vectors xq (nq, d) under the index metric (or ``score``)."""
         self._check_k(k, rerank)
-        x = self.check_queries(xq)
         score = score or self.metric
+        if score not in ("ip", "cosine", "l2"):
+            raise InputError(f"score must be one of ['ip', 'cosine', 'l2'], got {score!r}.")
+        x = self.check_queries(xq)
         return self._vector_query(x, k, self._exclude_rows(exclude, len(x)), rerank, score)
 
     def _vector_query(self, x: NDArray[np.float32], k: int, excludes: list[NDArray[np.int64]],

@@ -37,6 +37,10 @@ class TrainConfig:
             raise ConfigError(f"metric must be one of {list(METRICS)}, got {self.metric!r}.")
         if self.norm not in ("auto", "explicit", "joint"):
             raise ConfigError(f"norm must be one of ['auto', 'explicit', 'joint'], got {self.norm!r}.")
+        for name in ("nbits", "seed"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool):
+                raise ConfigError(f"{name} must be an integer, got {v!r}.")
         if not 1 <= self.nbits <= 8:
             raise ConfigError(f"nbits must be in 1..8 (one byte per code), got {self.nbits}.")
         for name in ("M", "niter", "opq_niter", "beam_size", "max_train_points", "eval_queries", "eval_max_items"):

@@ -1,0 +1,82 @@
+"""Shared test data: small, seeded, recommender-like embeddings; and faiss on one thread.
+
+    recsys_arrays(n, d, nq) -> (xb (n, d) float32, xq (nq, d) float32, zero_rows (n_zero,) int64)
+
+Items are clustered unit directions times log-normal norms (item norms vary with popularity, as in
+trained MF / two-tower models), with a few all-zero rows (ALS gives those to items without
+interactions); queries are noisy cluster centres.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import NamedTuple
+
+import faiss
+import numpy as np
+import pytest
+from numpy.typing import NDArray
+
+from index import Embeddings
+
+SEED = 1234
+
+
+def recsys_arrays(
+    n: int = 2000, d: int = 32, nq: int = 100, *, n_topics: int = 20, n_zero: int = 5, seed: int = SEED
+) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.int64]]:
+    """(xb, xq, zero_rows): clustered unit directions x log-normal norms, noisy-centre queries."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((n_topics, d))
+    xb = centres[rng.integers(0, n_topics, n)] + 0.6 * rng.standard_normal((n, d))
+    xb /= np.linalg.norm(xb, axis=1, keepdims=True)
+    xb *= rng.lognormal(0.0, 0.5, n)[:, None]
+    zero_rows = np.sort(rng.choice(n, n_zero, replace=False)).astype(np.int64)
+    xb[zero_rows] = 0.0
+    xq = centres[rng.integers(0, n_topics, nq)] + 0.8 * rng.standard_normal((nq, d))
+    return xb.astype(np.float32), xq.astype(np.float32), zero_rows
+
+
+def as_embeddings(x: np.ndarray, prefix: str = "i", source: str = "synthetic") -> Embeddings:
+    """Embeddings with ids ``prefix0 .. prefix{n-1}`` (no file behind them)."""
+    return Embeddings(
+        ids=[f"{prefix}{i}" for i in range(len(x))], vectors=np.ascontiguousarray(x, np.float32), source=source
+    )
+
+
+class Recsys(NamedTuple):
+    xb: NDArray[np.float32]  # (2000, 32) items
+    xq: NDArray[np.float32]  # (100, 32) queries (users)
+    zero_rows: NDArray[np.int64]  # rows of xb that are all zeros
+    items: Embeddings  # ids i0..i1999
+    users: Embeddings  # ids u0..u99
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _faiss_single_thread() -> Iterator[None]:
+    """faiss on one OpenMP thread: test data is tiny, and OpenMP spin-waiting makes 2-thread k-means
+    5-10x slower whenever the cores are shared (CI runners, parallel jobs)."""
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    yield
+    faiss.omp_set_num_threads(before)
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(SEED)
+
+
+@pytest.fixture(scope="session")
+def embed():  # type: ignore[no-untyped-def]
+    """``embed(x, prefix="i", source="synthetic") -> Embeddings`` (tests cannot import conftest)."""
+    return as_embeddings
+
+
+@pytest.fixture(scope="session")
+def recsys() -> Recsys:
+    """The default synthetic set: 2000 items, d=32, 100 queries, 5 all-zero items (read-only)."""
+    xb, xq, zero_rows = recsys_arrays()
+    for a in (xb, xq, zero_rows):
+        a.setflags(write=False)
+    return Recsys(xb, xq, zero_rows, as_embeddings(xb, "i", "items.npy"), as_embeddings(xq, "u", "users.npy"))
