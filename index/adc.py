@@ -142,12 +142,36 @@ def adc_topk(
 
     def run(q0: int, q1: int) -> None:
         if q1 - q0 == 1:
-            fn(lut[q0].ctypes.data, M, ksub, cptr, nb, float(alpha[q0]), sptr, bptr, k,
-               D[q0].ctypes.data, I[q0].ctypes.data)
+            fn(
+                lut[q0].ctypes.data,
+                M,
+                ksub,
+                cptr,
+                nb,
+                float(alpha[q0]),
+                sptr,
+                bptr,
+                k,
+                D[q0].ctypes.data,
+                I[q0].ctypes.data,
+            )
         elif q1 > q0:
-            _KERNEL.vqrec_adc_topk_many(lut[q0].ctypes.data, q1 - q0, M, ksub, cptr, nb, alpha[q0:q1].ctypes.data,
-                                        sptr, bptr, k, D[q0].ctypes.data, I[q0].ctypes.data,
-                                        counts[q0:q1].ctypes.data, block)
+            _KERNEL.vqrec_adc_topk_many(
+                lut[q0].ctypes.data,
+                q1 - q0,
+                M,
+                ksub,
+                cptr,
+                nb,
+                alpha[q0:q1].ctypes.data,
+                sptr,
+                bptr,
+                k,
+                D[q0].ctypes.data,
+                I[q0].ctypes.data,
+                counts[q0:q1].ctypes.data,
+                block,
+            )
 
     threads = threads or _default_threads()
     if threads <= 1 or nq < 2 * threads:

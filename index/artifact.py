@@ -55,8 +55,9 @@ def _content_hash(index: CompressedIndex) -> str:
     return h.hexdigest()
 
 
-def save_index(index: CompressedIndex, path: str, *, overwrite: bool = False,
-               evaluation: dict[str, Any] | None = None) -> dict[str, Any]:
+def save_index(
+    index: CompressedIndex, path: str, *, overwrite: bool = False, evaluation: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Publish ``index`` at ``path`` atomically; returns the manifest written."""
     cb = index.codebooks
     created = datetime.datetime.now(datetime.UTC)
@@ -130,8 +131,12 @@ def load_index(path: str, *, mmap: bool = True, verify: bool = True) -> Compress
             raise ArtifactCorrupt(f"{os.path.join(path, required)}: missing from the manifest.")
     method = manifest.get("method", {})
     try:
-        cb = Codebooks.from_arrays(method, load_npz(os.path.join(path, "codebooks.npz")),
-                                   config=manifest.get("trainer_config", {}), report=manifest.get("train_report", {}))
+        cb = Codebooks.from_arrays(
+            method,
+            load_npz(os.path.join(path, "codebooks.npz")),
+            config=manifest.get("trainer_config", {}),
+            report=manifest.get("train_report", {}),
+        )
     except (KeyError, TypeError, ConfigError) as e:
         raise ArtifactCorrupt(f"{os.path.join(path, 'codebooks.npz')}: does not match the manifest ({e}).") from None
     codes = load_npy(path, "codes.npy", mmap=mmap)
@@ -182,14 +187,33 @@ def load_index(path: str, *, mmap: bool = True, verify: bool = True) -> Compress
         _expect(path, "item_vectors.npy", iv, (n, cb.d), iv.dtype)
     try:
         index = CompressedIndex(
-            codebooks=cb, codes=codes, item_ids=ids, recon_norms=norms, zero_items=zero, item_scale=scale,
-            pair_tables=tables, users=users, item_vectors=iv, manifest=manifest,
-            lut_path=manifest.get("lut_path", "pairs"), path=path,
+            codebooks=cb,
+            codes=codes,
+            item_ids=ids,
+            recon_norms=norms,
+            zero_items=zero,
+            item_scale=scale,
+            pair_tables=tables,
+            users=users,
+            item_vectors=iv,
+            manifest=manifest,
+            lut_path=manifest.get("lut_path", "pairs"),
+            path=path,
         )
     except ConfigError as e:
         raise ArtifactCorrupt(f"{path}: {e}") from None
-    logger.info("loaded index %s version=%s kind=%s metric=%s n=%d d=%d M=%d nbits=%d in %.3fs",
-                path, index.version, cb.kind, cb.metric, len(index), cb.d, cb.M, cb.nbits, time.perf_counter() - t0)
+    logger.info(
+        "loaded index %s version=%s kind=%s metric=%s n=%d d=%d M=%d nbits=%d in %.3fs",
+        path,
+        index.version,
+        cb.kind,
+        cb.metric,
+        len(index),
+        cb.d,
+        cb.M,
+        cb.nbits,
+        time.perf_counter() - t0,
+    )
     return index
 
 

@@ -137,8 +137,9 @@ def verify_files(dirpath: str, manifest: dict[str, Any], *, checksums: bool = Tr
         if checksums:
             digest = sha256_file(p)
             if digest != meta.get("sha256"):
-                raise ArtifactCorrupt(f"{p}: sha256 {digest[:12]}… does not match the manifest's "
-                                      f"{str(meta.get('sha256'))[:12]}….")
+                raise ArtifactCorrupt(
+                    f"{p}: sha256 {digest[:12]}… does not match the manifest's {str(meta.get('sha256'))[:12]}…."
+                )
 
 
 def load_npy(dirpath: str, name: str, *, mmap: bool = False) -> np.ndarray:

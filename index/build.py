@@ -24,7 +24,11 @@ DEFAULT_MAX_PAIR_TABLE_BYTES = 64 << 20
 
 
 def encode_batched(
-    codebooks: Codebooks, x: NDArray[np.float32], *, batch_size: int = 65536, desc: str = "encode",
+    codebooks: Codebooks,
+    x: NDArray[np.float32],
+    *,
+    batch_size: int = 65536,
+    desc: str = "encode",
     show_progress: bool = True,
 ) -> NDArray[np.uint8]:
     """(n, d) input vectors -> (n, M) codes, in batches with a progress bar."""
@@ -79,19 +83,22 @@ def build_index(
     if codebooks.pair_tables_bytes() <= max_pair_table_bytes:
         tables = codebooks.pair_tables()
     else:
-        logger.info("pair tables would take %d bytes (> %d): queries by id will decode",
-                    codebooks.pair_tables_bytes(), max_pair_table_bytes)
+        logger.info(
+            "pair tables would take %d bytes (> %d): queries by id will decode",
+            codebooks.pair_tables_bytes(),
+            max_pair_table_bytes,
+        )
 
     store = None
     if users is not None:
         if user_storage == "codes":
-            ucodes = encode_batched(codebooks, users.vectors, batch_size=batch_size, desc="encode users",
-                                    show_progress=show_progress)
+            ucodes = encode_batched(
+                codebooks, users.vectors, batch_size=batch_size, desc="encode users", show_progress=show_progress
+            )
             uscale = np.linalg.norm(users.vectors, axis=1).astype(np.float32) if codebooks.norm_explicit else None
             store = UserStore(ids=list(users.ids), storage="codes", codes=ucodes, scale=uscale)
         else:
-            store = UserStore(ids=list(users.ids), storage=user_storage,
-                              vectors=users.vectors.astype(user_storage))
+            store = UserStore(ids=list(users.ids), storage=user_storage, vectors=users.vectors.astype(user_storage))
     iv = None if item_vectors == "none" else np.ascontiguousarray(xb.astype(item_vectors))
 
     index = CompressedIndex(
@@ -107,8 +114,11 @@ def build_index(
         manifest={
             "source": {
                 "items": {"path": items.source, "n": items.n, "d": items.d, "sha256": items.fingerprint()},
-                **({"users": {"path": users.source, "n": users.n, "d": users.d, "sha256": users.fingerprint()}}
-                   if users is not None else {}),
+                **(
+                    {"users": {"path": users.source, "n": users.n, "d": users.d, "sha256": users.fingerprint()}}
+                    if users is not None
+                    else {}
+                ),
             },
             "build_seconds": round(time.perf_counter() - t0, 3),
             "batch_size": batch_size,

@@ -77,9 +77,7 @@ def check_vectors(x: np.ndarray, source: str, ids: list[str] | None = None) -> N
         big &= np.isfinite(x)
         if big.any():
             row = int(np.argwhere(big.any(axis=1))[0, 0])
-            raise NonFiniteError(
-                f"{source}: row {row}{_idtxt(ids, row)} has a value that overflows float32."
-            )
+            raise NonFiniteError(f"{source}: row {row}{_idtxt(ids, row)} has a value that overflows float32.")
     out = np.ascontiguousarray(x, dtype=np.float32)
     bad = ~np.isfinite(out).all(axis=1)
     if bad.any():
@@ -176,9 +174,7 @@ def load_embeddings(path: str, ids_path: str | None = None) -> Embeddings:
     except (ValueError, OSError, EOFError) as e:
         raise InputError(f"{path}: cannot read embeddings: {e}") from None
     if isinstance(x, np.ndarray) and x.ndim == 2 and len(ids) != x.shape[0]:
-        raise InputError(
-            f"{id_source}: {len(ids)} ids for {x.shape[0]} vectors in {path}; they must match one to one."
-        )
+        raise InputError(f"{id_source}: {len(ids)} ids for {x.shape[0]} vectors in {path}; they must match one to one.")
     vectors = check_vectors(np.asarray(x), path, ids)
     check_ids(ids, vectors.shape[0], id_source)
     nzero = int((~vectors.any(axis=1)).sum())

@@ -140,8 +140,10 @@ class CompressedIndex:
 
     def __repr__(self) -> str:
         cb = self.codebooks
-        return (f"CompressedIndex(kind={cb.kind}, metric={cb.metric}, n={len(self)}, d={cb.d}, "
-                f"M={cb.M}, nbits={cb.nbits}, users={len(self.users.ids) if self.users else 0})")
+        return (
+            f"CompressedIndex(kind={cb.kind}, metric={cb.metric}, n={len(self)}, d={cb.d}, "
+            f"M={cb.M}, nbits={cb.nbits}, users={len(self.users.ids) if self.users else 0})"
+        )
 
     def row_of(self, item_id: str) -> int:
         try:
@@ -218,8 +220,7 @@ class CompressedIndex:
         elif score == "cosine":
             top = adc_topk(lut, self.codes, max(kfetch, 1), alpha=alpha, scale=self._cos_scale, bias=self._cos_bias)
         else:  # l2: 2<q,x_hat> - |x_hat|^2 - |q|^2
-            top = adc_topk(lut, self.codes, max(kfetch, 1), alpha=alpha * 2, scale=self._ip_scale,
-                           bias=self._l2_bias)
+            top = adc_topk(lut, self.codes, max(kfetch, 1), alpha=alpha * 2, scale=self._ip_scale, bias=self._l2_bias)
             top = TopK(top.D - qnorm2[:, None], top.I)
         D = np.full((len(lut), k), -np.inf, dtype=np.float32)
         I = np.full((len(lut), k), -1, dtype=np.int64)  # noqa: E741
@@ -259,11 +260,13 @@ class CompressedIndex:
         for q in range(len(top.I)):
             valid = top.I[q] >= 0
             rows = top.I[q][valid]
-            out.append(SearchResult(
-                ids=[self.item_ids[r] for r in rows],
-                scores=[float(s) for s in top.D[q][valid]],
-                rows=[int(r) for r in rows],
-            ))
+            out.append(
+                SearchResult(
+                    ids=[self.item_ids[r] for r in rows],
+                    scores=[float(s) for s in top.D[q][valid]],
+                    rows=[int(r) for r in rows],
+                )
+            )
         return out
 
     def _check_k(self, k: int, rerank: int) -> None:
@@ -272,8 +275,10 @@ class CompressedIndex:
         if rerank < 0 or rerank > 10 * MAX_K:
             raise InputError(f"rerank must be between 0 and {10 * MAX_K}, got {rerank}.")
         if rerank and self.item_vectors is None:
-            raise InputError("rerank needs item vectors, and this index was built without them "
-                             "(build with --item-vectors float16|float32).")
+            raise InputError(
+                "rerank needs item vectors, and this index was built without them "
+                "(build with --item-vectors float16|float32)."
+            )
 
     def _run(
         self,
@@ -312,8 +317,9 @@ class CompressedIndex:
         x = self.check_queries(xq)
         return self._vector_query(x, k, self._exclude_rows(exclude, len(x)), rerank, score)
 
-    def _vector_query(self, x: NDArray[np.float32], k: int, excludes: list[NDArray[np.int64]],
-                      rerank: int, score: str) -> list[SearchResult]:
+    def _vector_query(
+        self, x: NDArray[np.float32], k: int, excludes: list[NDArray[np.int64]], rerank: int, score: str
+    ) -> list[SearchResult]:
         cb = self.codebooks
         qn = np.linalg.norm(x, axis=1)
         if score == "cosine":

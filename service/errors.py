@@ -86,8 +86,14 @@ class ExcludeTooLargeError(ServiceError):
 
 
 # ---- the body ----------------------------------------------------------------------------------
-def error_response(status_code: int, code: str, message: str, *, details: dict[str, Any] | None = None,
-                   headers: dict[str, str] | None = None) -> JSONResponse:
+def error_response(
+    status_code: int,
+    code: str,
+    message: str,
+    *,
+    details: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
     body: dict[str, Any] = {"code": code, "message": message}
     if details:
         body["details"] = details
@@ -230,8 +236,9 @@ class InternalErrorMiddleware:
             logger.exception("internal error, request id %s: %s %s", rid, scope.get("method"), scope.get("path"))
             if started:  # too late for an error body
                 raise
-            response = error_response(500, "internal", f"internal error, request id {rid}",
-                                      headers={"x-request-id": rid})
+            response = error_response(
+                500, "internal", f"internal error, request id {rid}", headers={"x-request-id": rid}
+            )
             await response(scope, receive, send)
 
 

@@ -27,8 +27,10 @@ def configure_logging(level: str) -> None:
     own loggers). A no-op under a host that already installed root handlers, e.g. pytest."""
     root = logging.getLogger()
     if not root.handlers:
-        logging.basicConfig(level=level.upper() if level != "trace" else "DEBUG",
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.basicConfig(
+            level=level.upper() if level != "trace" else "DEBUG",
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
 
 
 @asynccontextmanager

@@ -83,9 +83,9 @@ def load_registry(index_root: str, names: list[str] | None = None, *, verify: bo
             reg.indexes[name] = load_index(path, mmap=True, verify=verify)
         except Exception as e:  # any failure leaves the service up, reporting this index as unavailable
             reg.failed[name] = str(e)
-            logger.error("index %r at %s failed to load: %s", name, path, e,
-                         exc_info=not isinstance(e, VqrecError))
+            logger.error("index %r at %s failed to load: %s", name, path, e, exc_info=not isinstance(e, VqrecError))
     reg.loaded = True
-    logger.info("serving %d index(es) %s from %s; %d failed", len(reg.indexes), sorted(reg.indexes),
-                index_root, len(reg.failed))
+    logger.info(
+        "serving %d index(es) %s from %s; %d failed", len(reg.indexes), sorted(reg.indexes), index_root, len(reg.failed)
+    )
     return reg

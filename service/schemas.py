@@ -53,8 +53,9 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 def _fits_float32(v: float) -> float:
     if abs(v) > FLOAT32_MAX:
-        raise PydanticCustomError("float32_overflow", "{value} is outside the float32 range (it would be infinite)",
-                                  {"value": v})
+        raise PydanticCustomError(
+            "float32_overflow", "{value} is outside the float32 range (it would be infinite)", {"value": v}
+        )
     return v
 
 
@@ -74,7 +75,9 @@ class _QueryOptions(BaseModel):
         default_factory=list, description="item ids never returned (unknown ids are ignored)"
     )
     rerank: Annotated[int, Strict()] = Field(
-        0, ge=0, le=MAX_RERANK,
+        0,
+        ge=0,
+        le=MAX_RERANK,
         description="0 = ADC scores; N > 0 = re-score the top max(N, k) candidates exactly (needs item vectors)",
     )
 

@@ -58,7 +58,9 @@ class ItemVectors(StrEnum):
 
 
 def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)
 
 
@@ -75,22 +77,49 @@ def _summary(title: str, rows: dict[str, Any]) -> None:
 
 
 @app.callback()
-def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details (INFO).")] = False) -> None:
+def _main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details (INFO).")] = False,
+) -> None:
     _setup_logging(verbose)
 
 
 @app.command()
 def train(
     method: Annotated[Method, typer.Argument(help="Quantizer: pq (product), opq (rotation + product), rq (residual).")],
-    embeddings: Annotated[str, typer.Option("--embeddings", "-e", help="Item embeddings: .npy (+ ids file) or .npz (ids, vectors).")],
-    out: Annotated[str, typer.Option("--out", "-o", help="Directory to write the codebook artifact to (must not exist unless --force).")],
-    ids: Annotated[str | None, typer.Option(help="Ids file for a .npy (one id per line). Default: <stem>_ids.txt or item_ids.txt beside it.")] = None,
-    queries: Annotated[str | None, typer.Option(help="Query embeddings (e.g. users, .npy or .npz) for the report's held-out recall. Default: a sample of items.")] = None,
-    config: Annotated[str | None, typer.Option("--config", "-c", help="JSON or TOML file with trainer settings (see trainers/config.py).")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Override one config key: --set niter=50 (repeatable).")] = None,
-    M: Annotated[int | None, typer.Option("--M", "-M", help="Sub-quantizers (pq/opq) or stages (rq) = code bytes per item. Default 16.")] = None,
+    embeddings: Annotated[
+        str, typer.Option("--embeddings", "-e", help="Item embeddings: .npy (+ ids file) or .npz (ids, vectors).")
+    ],
+    out: Annotated[
+        str,
+        typer.Option(
+            "--out", "-o", help="Directory to write the codebook artifact to (must not exist unless --force)."
+        ),
+    ],
+    ids: Annotated[
+        str | None,
+        typer.Option(help="Ids file for a .npy (one id per line). Default: <stem>_ids.txt or item_ids.txt beside it."),
+    ] = None,
+    queries: Annotated[
+        str | None,
+        typer.Option(
+            help="Query embeddings (e.g. users, .npy or .npz) for the report's held-out recall. Default: a sample of items."
+        ),
+    ] = None,
+    config: Annotated[
+        str | None,
+        typer.Option("--config", "-c", help="JSON or TOML file with trainer settings (see trainers/config.py)."),
+    ] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override one config key: --set niter=50 (repeatable).")
+    ] = None,
+    M: Annotated[
+        int | None,
+        typer.Option("--M", "-M", help="Sub-quantizers (pq/opq) or stages (rq) = code bytes per item. Default 16."),
+    ] = None,
     nbits: Annotated[int | None, typer.Option(help="Bits per code, 1..8 (2**nbits codewords). Default 8.")] = None,
-    metric: Annotated[Metric | None, typer.Option(help="ip (maximum inner product), cosine, or l2. Default ip.")] = None,
+    metric: Annotated[
+        Metric | None, typer.Option(help="ip (maximum inner product), cosine, or l2. Default ip.")
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed (sample and k-means). Default 1234.")] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing artifact at --out.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
@@ -107,8 +136,9 @@ def train(
     from .quantizers import train as run_train
 
     try:
-        cfg = load_config(config, set_, method=method.value, M=M, nbits=nbits,
-                          metric=metric.value if metric else None, seed=seed)
+        cfg = load_config(
+            config, set_, method=method.value, M=M, nbits=nbits, metric=metric.value if metric else None, seed=seed
+        )
         if os.path.exists(out) and not force:
             raise VqrecError(f"{out} already exists; choose another --out or pass --force.")
         emb = load_embeddings(embeddings, ids)
@@ -118,15 +148,18 @@ def train(
     except VqrecError as e:
         raise _fail(e) from None
     rep = cb.report
-    _summary(f"codebooks written to {out}", {
-        "method": f"{cfg.method} M={cfg.M} nbits={cfg.nbits} metric={cfg.metric} norm_explicit={cb.norm_explicit}",
-        "trained on": f"{rep['n_train']} of {rep['n_items']} vectors in {rep['train_seconds']}s",
-        "relative mse": f"{rep['relative_mse']:.4f}",
-        "recall@10/@100": f"{rep['eval']['recall@10']:.4f} / {rep['eval']['recall@100']:.4f} "
-                          f"({rep['eval']['queries']} queries from {rep['eval']['queries_from']})",
-        "codebook usage": f"{rep['usage']['utilization_mean']:.3f} utilization, "
-                          f"perplexity {rep['usage']['perplexity_mean']:.1f} of {cb.ksub}",
-    })
+    _summary(
+        f"codebooks written to {out}",
+        {
+            "method": f"{cfg.method} M={cfg.M} nbits={cfg.nbits} metric={cfg.metric} norm_explicit={cb.norm_explicit}",
+            "trained on": f"{rep['n_train']} of {rep['n_items']} vectors in {rep['train_seconds']}s",
+            "relative mse": f"{rep['relative_mse']:.4f}",
+            "recall@10/@100": f"{rep['eval']['recall@10']:.4f} / {rep['eval']['recall@100']:.4f} "
+            f"({rep['eval']['queries']} queries from {rep['eval']['queries_from']})",
+            "codebook usage": f"{rep['usage']['utilization_mean']:.3f} utilization, "
+            f"perplexity {rep['usage']['perplexity_mean']:.1f} of {cb.ksub}",
+        },
+    )
 
 
 @app.command()
@@ -135,11 +168,19 @@ def build(
     items: Annotated[str, typer.Option("--items", help="Item embeddings: .npy (+ ids file) or .npz.")],
     out: Annotated[str, typer.Option("--out", "-o", help="Index artifact directory to publish (atomically).")],
     item_ids: Annotated[str | None, typer.Option(help="Ids file for --items .npy.")] = None,
-    users: Annotated[str | None, typer.Option(help="User embeddings for queries by user id (.npy + ids or .npz).")] = None,
+    users: Annotated[
+        str | None, typer.Option(help="User embeddings for queries by user id (.npy + ids or .npz).")
+    ] = None,
     user_ids: Annotated[str | None, typer.Option(help="Ids file for --users .npy.")] = None,
-    user_storage: Annotated[UserStorage, typer.Option(help="How user vectors are kept: float32, float16, or codes (M bytes).")] = UserStorage.float32,
-    item_vectors: Annotated[ItemVectors, typer.Option(help="Keep float item vectors for exact re-ranking (off by default).")] = ItemVectors.none,
-    evaluate: Annotated[bool, typer.Option("--eval/--no-eval", help="Measure recall against exact search and store it in the manifest.")] = True,
+    user_storage: Annotated[
+        UserStorage, typer.Option(help="How user vectors are kept: float32, float16, or codes (M bytes).")
+    ] = UserStorage.float32,
+    item_vectors: Annotated[
+        ItemVectors, typer.Option(help="Keep float item vectors for exact re-ranking (off by default).")
+    ] = ItemVectors.none,
+    evaluate: Annotated[
+        bool, typer.Option("--eval/--no-eval", help="Measure recall against exact search and store it in the manifest.")
+    ] = True,
     eval_queries: Annotated[int, typer.Option(help="Queries sampled for the evaluation.")] = 1000,
     batch_size: Annotated[int, typer.Option(help="Items encoded per batch.")] = 65536,
     force: Annotated[bool, typer.Option(help="Replace an existing index at --out.")] = False,
@@ -160,8 +201,15 @@ def build(
         cb = Codebooks.load(codebooks)
         it = load_embeddings(items, item_ids)
         us = load_embeddings(users, user_ids) if users else None
-        index = build_index(cb, it, users=us, user_storage=user_storage.value, item_vectors=item_vectors.value,
-                            batch_size=batch_size, show_progress=not quiet)
+        index = build_index(
+            cb,
+            it,
+            users=us,
+            user_storage=user_storage.value,
+            item_vectors=item_vectors.value,
+            batch_size=batch_size,
+            show_progress=not quiet,
+        )
         report = evaluate_index(index, it, us, nq=eval_queries) if evaluate else {}
         manifest = save_index(index, out, overwrite=force, evaluation=report)
     except VqrecError as e:
@@ -170,8 +218,8 @@ def build(
         "index_version": manifest["index_version"],
         "items / users": f"{manifest['n_items']} / {manifest['n_users']}",
         "bytes per item": f"{manifest['bytes']['code_bytes_per_item']} code, "
-                          f"{manifest['bytes']['index_bytes_per_item']} with norms and ids "
-                          f"(float32: {manifest['bytes']['float32_bytes_per_item']})",
+        f"{manifest['bytes']['index_bytes_per_item']} with norms and ids "
+        f"(float32: {manifest['bytes']['float32_bytes_per_item']})",
         "artifact bytes": manifest["bytes"]["total"],
         "queries by id": f"lookup tables from {manifest['lut_path']}",
     }
@@ -186,12 +234,20 @@ def build(
 @app.command("eval")
 def eval_(
     index_dir: Annotated[str, typer.Option("--index", help="Index artifact directory.")],
-    items: Annotated[str, typer.Option("--items", help="The item embeddings the index was built from (exact search truth).")],
+    items: Annotated[
+        str, typer.Option("--items", help="The item embeddings the index was built from (exact search truth).")
+    ],
     item_ids: Annotated[str | None, typer.Option(help="Ids file for --items .npy.")] = None,
-    users: Annotated[str | None, typer.Option(help="User embeddings used as queries (default: a sample of items).")] = None,
+    users: Annotated[
+        str | None, typer.Option(help="User embeddings used as queries (default: a sample of items).")
+    ] = None,
     user_ids: Annotated[str | None, typer.Option(help="Ids file for --users .npy.")] = None,
-    seen: Annotated[str | None, typer.Option(help="`user TAB item` interactions to exclude (leave-one-out HR@k).")] = None,
-    heldout: Annotated[str | None, typer.Option(help="`user TAB item` held-out interactions (leave-one-out HR@k).")] = None,
+    seen: Annotated[
+        str | None, typer.Option(help="`user TAB item` interactions to exclude (leave-one-out HR@k).")
+    ] = None,
+    heldout: Annotated[
+        str | None, typer.Option(help="`user TAB item` held-out interactions (leave-one-out HR@k).")
+    ] = None,
     k: Annotated[int, typer.Option(help="k for HR@k.")] = 10,
     queries: Annotated[int, typer.Option(help="Queries sampled for recall.")] = 1000,
     rerank: Annotated[int, typer.Option(help="Candidates re-ranked exactly (needs item vectors in the index).")] = 100,
@@ -215,8 +271,10 @@ def eval_(
                 raise InputError("HR@k needs --users and an index built with users.")
             s = read_pairs(seen)
             h = {u: v[-1] for u, v in read_pairs(heldout).items()}
-            report[f"hr@{k}"] = {"exact": round(exact_hit_rate(it, us, s, h, k=k), 4),
-                                 "index": round(hit_rate(index, s, h, k=k), 4)}
+            report[f"hr@{k}"] = {
+                "exact": round(exact_hit_rate(it, us, s, h, k=k), 4),
+                "index": round(hit_rate(index, s, h, k=k), 4),
+            }
             if index.item_vectors is not None and rerank:
                 report[f"hr@{k}"]["index_rerank"] = round(hit_rate(index, s, h, k=k, rerank=rerank), 4)
     except (VqrecError, OSError) as e:
@@ -234,7 +292,12 @@ def eval_(
 
 @app.command()
 def serve(
-    index_root: Annotated[str, typer.Option("--index-root", envvar="VQREC_INDEX_ROOT", help="Directory of named index artifacts (or one artifact).")],
+    index_root: Annotated[
+        str,
+        typer.Option(
+            "--index-root", envvar="VQREC_INDEX_ROOT", help="Directory of named index artifacts (or one artifact)."
+        ),
+    ],
     host: Annotated[str, typer.Option(envvar="VQREC_HOST", help="Bind address.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(envvar="VQREC_PORT", help="TCP port.")] = 8000,
     log_level: Annotated[str, typer.Option(envvar="VQREC_LOG_LEVEL", help="uvicorn log level.")] = "info",
@@ -258,7 +321,9 @@ def serve(
 @app.command()
 def demo(
     out: Annotated[str, typer.Option("--out", "-o", help="Where the demo's embeddings and index go.")] = "vqrec-demo",
-    movielens: Annotated[str | None, typer.Option(help="A MovieLens-100k directory (u.data) to factorize instead of synthetic data.")] = None,
+    movielens: Annotated[
+        str | None, typer.Option(help="A MovieLens-100k directory (u.data) to factorize instead of synthetic data.")
+    ] = None,
     method: Annotated[Method, typer.Option(help="Quantizer for the demo index.")] = Method.pq,
     M: Annotated[int, typer.Option("--M", "-M", help="Code bytes per item.")] = 16,
     host: Annotated[str, typer.Option(envvar="VQREC_HOST", help="Bind address.")] = "127.0.0.1",
@@ -293,16 +358,21 @@ def demo(
         save_index(index, path, overwrite=True, evaluation=report)
     except VqrecError as e:
         raise _fail(e) from None
-    _summary(f"demo index written to {path}", {
-        "data": f"{items.n} items, {users.n} users, d={items.d} ({items.source})",
-        "index": f"{method.value} M={M}: {M} bytes/item vs {4 * items.d} float32",
-        "user->item recall@10": report["user_to_item"]["recall@10"],
-        "  with rerank": report.get("user_to_item_rerank", {}).get("recall@10"),
-        "item->item recall@10": report["item_to_item"]["recall@10"],
-    })
+    _summary(
+        f"demo index written to {path}",
+        {
+            "data": f"{items.n} items, {users.n} users, d={items.d} ({items.source})",
+            "index": f"{method.value} M={M}: {M} bytes/item vs {4 * items.d} float32",
+            "user->item recall@10": report["user_to_item"]["recall@10"],
+            "  with rerank": report.get("user_to_item_rerank", {}).get("recall@10"),
+            "item->item recall@10": report["item_to_item"]["recall@10"],
+        },
+    )
     if serve_:
-        typer.echo(f"serving on http://{host}:{port}  (try: curl -s -X POST http://{host}:{port}/v1/indexes/demo/"
-                   f"recommend -H 'content-type: application/json' -d '{{\"user_id\": \"{users.ids[0]}\", \"k\": 5}}')")
+        typer.echo(
+            f"serving on http://{host}:{port}  (try: curl -s -X POST http://{host}:{port}/v1/indexes/demo/"
+            f'recommend -H \'content-type: application/json\' -d \'{{"user_id": "{users.ids[0]}", "k": 5}}\')'
+        )
         serve(index_root=os.path.join(out, "indexes"), host=host, port=port, log_level="info")
 
 

@@ -64,8 +64,9 @@ class TrainConfig:
     def check_dim(self, d: int) -> None:
         if self.method in ("pq", "opq") and d % self.M:
             divisors = [m for m in range(1, d + 1) if d % m == 0]
-            raise ConfigError(f"d ({d}) must be divisible by M ({self.M}) for {self.method}; "
-                              f"valid M for d={d}: {divisors}.")
+            raise ConfigError(
+                f"d ({d}) must be divisible by M ({self.M}) for {self.method}; valid M for d={d}: {divisors}."
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

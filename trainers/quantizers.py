@@ -24,8 +24,15 @@ logger = logging.getLogger(__name__)
 
 
 def _kmeans(x: NDArray[np.float32], ksub: int, cfg: TrainConfig, seed: int) -> NDArray[np.float32]:
-    km = faiss.Kmeans(x.shape[1], ksub, niter=cfg.niter, seed=seed, verbose=False,
-                      min_points_per_centroid=1, max_points_per_centroid=1 << 30)
+    km = faiss.Kmeans(
+        x.shape[1],
+        ksub,
+        niter=cfg.niter,
+        seed=seed,
+        verbose=False,
+        min_points_per_centroid=1,
+        max_points_per_centroid=1 << 30,
+    )
     km.train(np.ascontiguousarray(x))
     return km.centroids.astype(np.float32)
 
@@ -65,15 +72,13 @@ def train_opq(xt: NDArray[np.float32], cfg: TrainConfig, *, show_progress: bool 
         bar.update(1)
     R = faiss.vector_to_array(opq.A).reshape(d, d).astype(np.float32)
     pq = train_pq(np.ascontiguousarray(xt @ R.T), cfg, show_progress=show_progress)
-    return Codebooks(kind="opq", metric=cfg.metric, d=d, M=cfg.M, nbits=cfg.nbits,
-                     centroids=pq.centroids, rotation=R)
+    return Codebooks(kind="opq", metric=cfg.metric, d=d, M=cfg.M, nbits=cfg.nbits, centroids=pq.centroids, rotation=R)
 
 
 def train_rq(xt: NDArray[np.float32], cfg: TrainConfig, *, show_progress: bool = True) -> Codebooks:
     """faiss ResidualQuantizer: M stages of ksub codewords in the full space, beam-search encoding."""
     n, d = xt.shape
-    with progress(total=1, desc=f"train rq ({cfg.M} stages, beam {cfg.beam_size})",
-                  disable=not show_progress) as bar:
+    with progress(total=1, desc=f"train rq ({cfg.M} stages, beam {cfg.beam_size})", disable=not show_progress) as bar:
         rq = faiss.ResidualQuantizer(d, cfg.M, cfg.nbits)
         rq.max_beam_size = cfg.beam_size
         rq.cp.seed = cfg.seed
@@ -84,8 +89,9 @@ def train_rq(xt: NDArray[np.float32], cfg: TrainConfig, *, show_progress: bool =
         rq.train(np.ascontiguousarray(xt))
         bar.update(1)
     cents = faiss.vector_to_array(rq.codebooks).reshape(cfg.M, cfg.ksub, d).astype(np.float32)
-    return Codebooks(kind="rq", metric=cfg.metric, d=d, M=cfg.M, nbits=cfg.nbits, centroids=cents,
-                     beam_size=cfg.beam_size)
+    return Codebooks(
+        kind="rq", metric=cfg.metric, d=d, M=cfg.M, nbits=cfg.nbits, centroids=cents, beam_size=cfg.beam_size
+    )
 
 
 TRAINERS = {"pq": train_pq, "opq": train_opq, "rq": train_rq}
@@ -113,8 +119,9 @@ def training_sample(
     return train_rows.astype(np.int64), held.astype(np.int64)
 
 
-def train(emb: Embeddings, cfg: TrainConfig, *, queries: Embeddings | None = None,
-          show_progress: bool = True) -> Codebooks:
+def train(
+    emb: Embeddings, cfg: TrainConfig, *, queries: Embeddings | None = None, show_progress: bool = True
+) -> Codebooks:
     """Train codebooks of cfg.method on ``emb`` and attach the training report.
 
     ``queries`` (e.g. user embeddings) are the report's held-out queries; without them a sample of
@@ -128,11 +135,17 @@ def train(emb: Embeddings, cfg: TrainConfig, *, queries: Embeddings | None = Non
     train_rows, held = training_sample(emb, cfg, has_queries=queries is not None)
     nt = len(train_rows)
     if nt < cfg.ksub:
-        raise InputError(f"{emb.source}: {nt} training vectors for {cfg.ksub} codewords per codebook "
-                         f"(nbits={cfg.nbits}); need at least {cfg.ksub}. Lower nbits or add data.")
+        raise InputError(
+            f"{emb.source}: {nt} training vectors for {cfg.ksub} codewords per codebook "
+            f"(nbits={cfg.nbits}); need at least {cfg.ksub}. Lower nbits or add data."
+        )
     if nt < 39 * cfg.ksub:
-        logger.warning("%d training vectors for %d codewords: k-means wants >= %d (39 per centroid); "
-                       "codebooks may overfit", nt, cfg.ksub, 39 * cfg.ksub)
+        logger.warning(
+            "%d training vectors for %d codewords: k-means wants >= %d (39 per centroid); codebooks may overfit",
+            nt,
+            cfg.ksub,
+            39 * cfg.ksub,
+        )
     xt = emb.vectors[train_rows]
     if cfg.metric == "cosine" or cfg.norm_explicit:
         xt = normalize_rows(xt)
@@ -150,6 +163,15 @@ def train(emb: Embeddings, cfg: TrainConfig, *, queries: Embeddings | None = Non
     else:
         xq = emb.vectors[held]
         source, held_out = "items", bool(len(np.intersect1d(held, train_rows)) == 0)
-    cb.report = training_report(cb, emb, cfg, xq=xq, n_train=nt, queries_source=source,
-                                held_out=held_out, train_seconds=train_seconds, show_progress=show_progress)
+    cb.report = training_report(
+        cb,
+        emb,
+        cfg,
+        xq=xq,
+        n_train=nt,
+        queries_source=source,
+        held_out=held_out,
+        train_seconds=train_seconds,
+        show_progress=show_progress,
+    )
     return cb

@@ -16,8 +16,12 @@ async def healthz() -> Health:
     return Health(status="ok")
 
 
-@router.get("/readyz", response_model=Readiness, summary="readiness: 200 when every configured index is loaded",
-            responses={503: {"description": "an index failed to load, or loading has not run"}})
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    summary="readiness: 200 when every configured index is loaded",
+    responses={503: {"description": "an index failed to load, or loading has not run"}},
+)
 async def readyz(registry: RegistryDep) -> Readiness:
     if not registry.ready:
         details = {"loaded": sorted(registry.indexes), "failed": dict(sorted(registry.failed.items()))}

@@ -53,13 +53,15 @@ def _check_query(q: Query, index: CompressedIndex, settings: Settings, pos: int 
     if not 1 <= k <= settings.max_k:
         raise InvalidKError(f"{field}k must be between 1 and {settings.max_k}, got {k}.")
     if len(q.exclude_item_ids) > settings.max_exclude:
-        raise ExcludeTooLargeError(f"{field}exclude_item_ids has {len(q.exclude_item_ids)} ids; "
-                                   f"at most {settings.max_exclude} are allowed.")
+        raise ExcludeTooLargeError(
+            f"{field}exclude_item_ids has {len(q.exclude_item_ids)} ids; at most {settings.max_exclude} are allowed."
+        )
     if q.vector is not None and len(q.vector) != index.d:
         # checked here too so a batch names the query (and ragged vectors never reach numpy)
         where = "" if pos is None else f"queries[{pos}]: "
-        raise DimensionMismatchError(f"{where}Provided query dimension ({len(q.vector)}) does not match "
-                                     f"the index dimension ({index.d}).")
+        raise DimensionMismatchError(
+            f"{where}Provided query dimension ({len(q.vector)}) does not match the index dimension ({index.d})."
+        )
     if q.vector is not None:
         x = np.asarray(q.vector, dtype=np.float64)
         if float(x @ x) > FLOAT32_MAX:
@@ -104,30 +106,46 @@ def _ms(t0: float) -> float:
 @router.post("/recommend", response_model=QueryResponse, summary="user->item top-k")
 def recommend(body: RecommendRequest, index: IndexDep, settings: SettingsDep) -> QueryResponse:
     t0 = time.perf_counter()
-    (results,) = run_queries(index, [body], settings, id_field="user_id", by_ids=index.recommend,
-                             by_vectors=index.search, batch=False)
+    (results,) = run_queries(
+        index, [body], settings, id_field="user_id", by_ids=index.recommend, by_vectors=index.search, batch=False
+    )
     return QueryResponse(results=results, index_version=index.version, took_ms=_ms(t0))
 
 
 @router.post("/similar", response_model=QueryResponse, summary="item->item top-k (never the query item)")
 def similar(body: SimilarRequest, index: IndexDep, settings: SettingsDep) -> QueryResponse:
     t0 = time.perf_counter()
-    (results,) = run_queries(index, [body], settings, id_field="item_id", by_ids=index.similar,
-                             by_vectors=index.similar_to_vector, batch=False)
+    (results,) = run_queries(
+        index,
+        [body],
+        settings,
+        id_field="item_id",
+        by_ids=index.similar,
+        by_vectors=index.similar_to_vector,
+        batch=False,
+    )
     return QueryResponse(results=results, index_version=index.version, took_ms=_ms(t0))
 
 
 @router.post("/recommend/batch", response_model=BatchQueryResponse, summary="user->item top-k, many queries")
 def recommend_batch(body: BatchRecommendRequest, index: IndexDep, settings: SettingsDep) -> BatchQueryResponse:
     t0 = time.perf_counter()
-    results = run_queries(index, body.queries, settings, id_field="user_id", by_ids=index.recommend,
-                          by_vectors=index.search, batch=True)
+    results = run_queries(
+        index, body.queries, settings, id_field="user_id", by_ids=index.recommend, by_vectors=index.search, batch=True
+    )
     return BatchQueryResponse(results=results, index_version=index.version, took_ms=_ms(t0))
 
 
 @router.post("/similar/batch", response_model=BatchQueryResponse, summary="item->item top-k, many queries")
 def similar_batch(body: BatchSimilarRequest, index: IndexDep, settings: SettingsDep) -> BatchQueryResponse:
     t0 = time.perf_counter()
-    results = run_queries(index, body.queries, settings, id_field="item_id", by_ids=index.similar,
-                          by_vectors=index.similar_to_vector, batch=True)
+    results = run_queries(
+        index,
+        body.queries,
+        settings,
+        id_field="item_id",
+        by_ids=index.similar,
+        by_vectors=index.similar_to_vector,
+        batch=True,
+    )
     return BatchQueryResponse(results=results, index_version=index.version, took_ms=_ms(t0))

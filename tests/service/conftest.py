@@ -1,10 +1,10 @@
 """HTTP test fixtures: one small PQ index trained once per session, saved under an index root.
 
-    svc_data     600 items (ids "0".."599", rows 5, 17, 300 all zeros) and 50 users ("u0".."u49"), d=16
-    index_root   root/demo   PQ M=4 nbits=6 ip, users as float32, item vectors float32 (rerank works)
-                 root/plain  same codebooks, no users, no item vectors
-    client       TestClient over create_app(Settings(index_root=root)), lifespan run (session scope)
-    root_hashes  sha256 of every file under the root, taken before any request
+svc_data     600 items (ids "0".."599", rows 5, 17, 300 all zeros) and 50 users ("u0".."u49"), d=16
+index_root   root/demo   PQ M=4 nbits=6 ip, users as float32, item vectors float32 (rerank works)
+             root/plain  same codebooks, no users, no item vectors
+client       TestClient over create_app(Settings(index_root=root)), lifespan run (session scope)
+root_hashes  sha256 of every file under the root, taken before any request
 """
 
 from __future__ import annotations

@@ -23,8 +23,16 @@ def test_list_indexes(client, index_root):
     assert sorted(by_name) == ["demo", "plain"]
     demo, m = by_name["demo"], manifest(index_root, "demo")
     assert demo == {
-        "name": "demo", "index_version": m["index_version"], "kind": "pq", "metric": "ip", "n_items": 600,
-        "n_users": 50, "d": 16, "M": 4, "nbits": 6, "code_bytes_per_item": 4,
+        "name": "demo",
+        "index_version": m["index_version"],
+        "kind": "pq",
+        "metric": "ip",
+        "n_items": 600,
+        "n_users": 50,
+        "d": 16,
+        "M": 4,
+        "nbits": 6,
+        "code_bytes_per_item": 4,
         "index_bytes_per_item": m["bytes"]["index_bytes_per_item"],
     }
     assert by_name["plain"]["n_users"] == 0
@@ -34,8 +42,22 @@ def test_index_detail(client, index_root):
     r = client.get("/v1/indexes/demo")
     assert r.status_code == 200
     body, m = r.json(), manifest(index_root, "demo")
-    for key in ("index_version", "created_at", "format_version", "method", "metric", "similar_metric", "n_items",
-                "n_users", "d", "bytes", "evaluation", "train_report", "trainer_config", "source"):
+    for key in (
+        "index_version",
+        "created_at",
+        "format_version",
+        "method",
+        "metric",
+        "similar_metric",
+        "n_items",
+        "n_users",
+        "d",
+        "bytes",
+        "evaluation",
+        "train_report",
+        "trainer_config",
+        "source",
+    ):
         assert body[key] == m[key], key
     assert body["name"] == "demo"
     assert body["similar_metric"] == "cosine"
@@ -52,8 +74,12 @@ def test_item_info(client, svc_data, item_id):
     row = int(item_id)
     idx = svc_data.index
     assert body == {
-        "id": item_id, "row": row, "codes": idx.codes[row].tolist(), "norm": pytest.approx(float(idx.recon_norms[row])),
-        "zero_vector": False, "scale": pytest.approx(float(np.linalg.norm(svc_data.items[row])), rel=1e-6),
+        "id": item_id,
+        "row": row,
+        "codes": idx.codes[row].tolist(),
+        "norm": pytest.approx(float(idx.recon_norms[row])),
+        "zero_vector": False,
+        "scale": pytest.approx(float(np.linalg.norm(svc_data.items[row])), rel=1e-6),
     }
 
 
@@ -70,9 +96,17 @@ def test_item_info_zero_item(client, svc_data):
 def test_openapi_and_docs(client):
     assert client.get("/docs").status_code == 200
     spec = client.get("/openapi.json").json()
-    for path in ("/v1/indexes/{name}/recommend", "/v1/indexes/{name}/similar", "/v1/indexes/{name}/recommend/batch",
-                 "/v1/indexes/{name}/similar/batch", "/v1/indexes", "/v1/indexes/{name}",
-                 "/v1/indexes/{name}/items/{item_id}", "/healthz", "/readyz"):
+    for path in (
+        "/v1/indexes/{name}/recommend",
+        "/v1/indexes/{name}/similar",
+        "/v1/indexes/{name}/recommend/batch",
+        "/v1/indexes/{name}/similar/batch",
+        "/v1/indexes",
+        "/v1/indexes/{name}",
+        "/v1/indexes/{name}/items/{item_id}",
+        "/healthz",
+        "/readyz",
+    ):
         assert path in spec["paths"], path
     user_id = spec["components"]["schemas"]["RecommendRequest"]["properties"]["user_id"]
     assert user_id["anyOf"][0]["anyOf"] == [{"type": "string"}, {"type": "integer"}]

@@ -41,13 +41,16 @@ def test_index_root_is_required(monkeypatch):
         Settings()
 
 
-@pytest.mark.parametrize("kwargs, words", [
-    ({"max_k": 0}, "max_k"),
-    ({"max_k": 1001}, "max_k"),
-    ({"default_k": 20, "max_k": 10}, "default_k (20) must not exceed max_k (10)"),
-    ({"max_batch": 0}, "max_batch"),
-    ({"log_level": "loud"}, "log_level"),
-])
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        ({"max_k": 0}, "max_k"),
+        ({"max_k": 1001}, "max_k"),
+        ({"default_k": 20, "max_k": 10}, "default_k (20) must not exceed max_k (10)"),
+        ({"max_batch": 0}, "max_batch"),
+        ({"log_level": "loud"}, "log_level"),
+    ],
+)
 def test_bounds(tmp_path, kwargs, words):
     with pytest.raises(ValidationError, match=words.replace("(", r"\(").replace(")", r"\)")):
         Settings(index_root=str(tmp_path), **kwargs)
@@ -57,8 +60,14 @@ def test_import_does_no_work_and_no_torch():
     """Importing the service reads no environment, loads nothing, and never imports torch."""
     code = "import service.main, sys; print('torch' in sys.modules)"
     env = {k: v for k, v in os.environ.items() if not k.startswith("VQREC_")}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True,
-                         cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+        cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))),
+    )
     assert out.stdout.strip() == "False"
 
 
@@ -85,9 +94,22 @@ def test_uvicorn_factory_reads_environment(index_root, svc_data):
     port = _free_port()
     env = {**os.environ, "VQREC_INDEX_ROOT": index_root, "VQREC_INDEXES": "demo"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "service.main:create_app", "--factory", "--host", "127.0.0.1",
-         "--port", str(port), "--log-level", "warning"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "service.main:create_app",
+            "--factory",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))),
     )
     try:
