@@ -79,8 +79,10 @@ def load_registry(index_root: str, names: list[str] | None = None, *, verify: bo
         logger.error("%s", problem)
     for name, path in paths.items():
         try:
-            # load_index logs path, version, n, d, M, nbits, metric and load time once per index
-            reg.indexes[name] = load_index(path, mmap=True, verify=verify)
+            # read into memory, not memory-mapped: a file rewritten or truncated on disk after the load
+            # must not change (or SIGBUS) what is served. load_index logs path, version, n, d, M, nbits,
+            # metric and load time once per index.
+            reg.indexes[name] = load_index(path, mmap=False, verify=verify)
         except Exception as e:  # any failure leaves the service up, reporting this index as unavailable
             reg.failed[name] = str(e)
             logger.error("index %r at %s failed to load: %s", name, path, e, exc_info=not isinstance(e, VqrecError))

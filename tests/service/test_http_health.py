@@ -117,3 +117,17 @@ def test_hidden_directories_are_skipped(index_root, tmp_path, make_client):
     shutil.copytree(os.path.join(index_root, "demo"), tmp_path / ".demo.tmp-abc")  # a save in progress
     with make_client(Settings(index_root=str(tmp_path))) as c:
         assert list(c.get("/readyz").json()["indexes"]) == ["demo"]
+
+
+
+def test_served_index_survives_its_files_changing_on_disk(tmp_path, index_root, make_client) -> None:
+    """Codes are read into memory at load: truncating the artifact afterwards changes nothing served."""
+    root = tmp_path / "root"
+    shutil.copytree(os.path.join(index_root, "demo"), root / "demo")
+    with make_client(Settings(index_root=str(root))) as c:
+        before = c.post("/v1/indexes/demo/similar", json={"item_id": "40", "k": 10}).json()
+        codes = root / "demo" / "codes.npy"
+        codes.write_bytes(codes.read_bytes()[:200])  # truncated in place
+        after = c.post("/v1/indexes/demo/similar", json={"item_id": "40", "k": 10}).json()
+        assert len(before["results"]) == 10
+        assert after["results"] == before["results"] and after["index_version"] == before["index_version"]
