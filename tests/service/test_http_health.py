@@ -119,7 +119,6 @@ def test_hidden_directories_are_skipped(index_root, tmp_path, make_client):
         assert list(c.get("/readyz").json()["indexes"]) == ["demo"]
 
 
-
 def test_served_index_survives_its_files_changing_on_disk(tmp_path, index_root, make_client) -> None:
     """Codes are read into memory at load: truncating the artifact afterwards changes nothing served."""
     root = tmp_path / "root"
