@@ -13,6 +13,7 @@ reference used when the kernel is not built and by the tests as the oracle.
 from __future__ import annotations
 
 import ctypes
+import functools
 import glob
 import logging
 import os
@@ -64,7 +65,11 @@ def kernel_available() -> bool:
 
 
 def _ptr(a: np.ndarray | None) -> int | None:
-    return None if a is None else a.ctypes.data
+    return None if a is None else a.__array_interface__["data"][0]
+
+
+def _f32(a: np.ndarray) -> np.ndarray:
+    return a if a.dtype == np.float32 and a.flags.c_contiguous else np.ascontiguousarray(a, dtype=np.float32)
 
 
 def adc_scores_ref(lut: NDArray[np.float32], codes: NDArray[np.uint8]) -> NDArray[np.float32]:
@@ -111,14 +116,14 @@ def adc_topk(
     lut (nq, M, ksub) float32; codes (nb, M) uint8 C-contiguous; alpha (nq,) per-query factor;
     scale/bias (nb,) float32 per-item terms. Returns TopK with (nq, k) arrays.
     """
-    lut = np.ascontiguousarray(lut, dtype=np.float32)
+    lut = _f32(lut)
     nq, M, ksub = lut.shape
     nb = len(codes)
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     if codes.ndim != 2 or codes.shape[1] != M:
         raise ValueError(f"codes shape {codes.shape} does not match lut M={M}")
-    alpha = np.ones(nq, np.float32) if alpha is None else np.ascontiguousarray(alpha, np.float32).reshape(nq)
+    alpha = np.ones(nq, np.float32) if alpha is None else _f32(np.asarray(alpha).reshape(nq))
     if _KERNEL is None or not use_kernel:
         s = adc_scores_ref(lut, codes) * alpha[:, None]
         if scale is not None:
@@ -128,56 +133,34 @@ def adc_topk(
         s[np.isnan(s)] = -np.inf
         return topk_from_scores(s, k)
 
-    codes = np.ascontiguousarray(codes, dtype=np.uint8)
-    sc = None if scale is None else np.ascontiguousarray(scale, dtype=np.float32)
-    bi = None if bias is None else np.ascontiguousarray(bias, dtype=np.float32)
+    if codes.dtype != np.uint8 or not codes.flags.c_contiguous:
+        codes = np.ascontiguousarray(codes, dtype=np.uint8)
+    sc = None if scale is None else _f32(scale)
+    bi = None if bias is None else _f32(bias)
     D = np.empty((nq, k), dtype=np.float32)
     I = np.empty((nq, k), dtype=np.int64)  # noqa: E741
-    fn = _KERNEL.vqrec_adc_topk
     cptr, sptr, bptr = _ptr(codes), _ptr(sc), _ptr(bi)
+    if nq == 1:  # the latency path: one call, no pool
+        _KERNEL.vqrec_adc_topk(_ptr(lut), M, ksub, cptr, nb, float(alpha[0]), sptr, bptr, k, _ptr(D), _ptr(I))
+        return TopK(D, I)
 
     counts = np.empty(nq, dtype=np.int64)
     # rows per block: the block's codes (block * M bytes) stay in L2 while every query scans them
     block = max(1024, (256 << 10) // max(1, M))
+    lp, ap, dp, ip, cp = _ptr(lut), _ptr(alpha), _ptr(D), _ptr(I), _ptr(counts)
 
     def run(q0: int, q1: int) -> None:
-        if q1 - q0 == 1:
-            fn(
-                lut[q0].ctypes.data,
-                M,
-                ksub,
-                cptr,
-                nb,
-                float(alpha[q0]),
-                sptr,
-                bptr,
-                k,
-                D[q0].ctypes.data,
-                I[q0].ctypes.data,
-            )
-        elif q1 > q0:
+        if q1 > q0:
             _KERNEL.vqrec_adc_topk_many(
-                lut[q0].ctypes.data,
-                q1 - q0,
-                M,
-                ksub,
-                cptr,
-                nb,
-                alpha[q0:q1].ctypes.data,
-                sptr,
-                bptr,
-                k,
-                D[q0].ctypes.data,
-                I[q0].ctypes.data,
-                counts[q0:q1].ctypes.data,
-                block,
-            )
+                lp + q0 * M * ksub * 4, q1 - q0, M, ksub, cptr, nb, ap + q0 * 4, sptr, bptr, k,
+                dp + q0 * k * 4, ip + q0 * k * 8, cp + q0 * 8, block,
+            )  # fmt: skip
 
     threads = threads or _default_threads()
     if threads <= 1 or nq < 2 * threads:
         run(0, nq)
     else:
-        bounds = np.linspace(0, nq, threads + 1).astype(int)
+        bounds = np.linspace(0, nq, threads + 1).astype(int).tolist()
         with ThreadPoolExecutor(threads) as pool:
             list(pool.map(lambda ab: run(*ab), zip(bounds[:-1], bounds[1:], strict=True)))
     return TopK(D, I)
@@ -197,7 +180,13 @@ def adc_scores(lut: NDArray[np.float32], codes: NDArray[np.uint8]) -> NDArray[np
 
 
 def _default_threads() -> int:
+    """VQREC_THREADS, else the number of CPUs (counted once: os.cpu_count() is slow per query)."""
     env = os.environ.get("VQREC_THREADS")
     if env:
         return max(1, int(env))
+    return _cpu_count()
+
+
+@functools.cache
+def _cpu_count() -> int:
     return os.cpu_count() or 1

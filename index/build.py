@@ -50,13 +50,17 @@ def build_index(
     user_storage: UserStorage = "float32",
     item_vectors: ItemVectors = "none",
     batch_size: int = 65536,
+    pair_tables: bool = False,
     max_pair_table_bytes: int = DEFAULT_MAX_PAIR_TABLE_BYTES,
     show_progress: bool = True,
 ) -> CompressedIndex:
     """Encode ``items`` into a CompressedIndex (not yet saved; see artifact.save_index).
 
-    Precomputes reconstruction norms (cosine and l2 from the one ip code table), zero-vector flags
-    and, when they fit in ``max_pair_table_bytes``, the codeword-pair tables for queries by id.
+    Precomputes the per-item terms queries need: reconstruction norms (cosine and l2 from the one ip
+    code table), exact norms for norm-explicit codes, and zero-vector flags. With ``pair_tables`` it
+    also stores the codeword-pair tables (when they fit in ``max_pair_table_bytes``), so lookup tables
+    of queries by id are gathered instead of decoded. Off by default: decoding then one BLAS call
+    measured faster end to end for every kind (bench/, "lookup tables of queries by id").
     """
     t0 = time.perf_counter()
     if items.d != codebooks.d:
@@ -80,9 +84,9 @@ def build_index(
     item_scale = np.linalg.norm(xb, axis=1).astype(np.float32) if codebooks.norm_explicit else None
 
     tables = None
-    if codebooks.pair_tables_bytes() <= max_pair_table_bytes:
+    if pair_tables and codebooks.pair_tables_bytes() <= max_pair_table_bytes:
         tables = codebooks.pair_tables()
-    else:
+    elif pair_tables:
         logger.info(
             "pair tables would take %d bytes (> %d): queries by id will decode",
             codebooks.pair_tables_bytes(),

@@ -66,6 +66,7 @@ class Codebooks:
     config: dict[str, Any] = field(default_factory=dict)
     report: dict[str, Any] = field(default_factory=dict)
     _faiss: Any = field(default=None, repr=False, compare=False)
+    _lut_matrix: Any = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -107,12 +108,12 @@ class Codebooks:
     def to_code_space(self, x: NDArray[np.float32], *, normalize: bool | None = None) -> NDArray[np.float32]:
         """(n, d) input -> (n, d) code space: OPQ-rotated, and normalized when ``normalize`` (default:
         as items are encoded, i.e. for metric cosine or norm_explicit). Queries pass False."""
-        x = self.check_dim(x)
+        x = self.check_dim(x) if x.ndim != 2 or x.dtype != np.float32 or x.shape[1] != self.d else x
         if normalize if normalize is not None else self.normalizes_items:
             x = normalize_rows(x)
         if self.rotation is not None:
             x = x @ self.rotation.T
-        return np.ascontiguousarray(x, dtype=np.float32)
+        return x if x.flags.c_contiguous else np.ascontiguousarray(x)
 
     def check_dim(self, x: np.ndarray) -> NDArray[np.float32]:
         x = np.asarray(x)
@@ -176,10 +177,18 @@ class Codebooks:
         PQ/OPQ: lut[q, m, j] = <y_q[m-th slice], C[m, j]>;  RQ: lut[q, m, j] = <y_q, C[m, j]>.
         """
         y = np.ascontiguousarray(y, dtype=np.float32)
+        if self._lut_matrix is None:
+            # transposed once, so a LUT is one BLAS call: rq (d, M*ksub); pq/opq (M, dsub, ksub)
+            C = self.centroids
+            if self.kind == "rq":
+                self._lut_matrix = np.ascontiguousarray(C.reshape(self.M * self.ksub, self.d).T)
+            else:
+                self._lut_matrix = np.ascontiguousarray(C.transpose(0, 2, 1))
+        nq = len(y)
         if self.kind == "rq":
-            return np.einsum("qd,mkd->qmk", y, self.centroids, optimize=True).astype(np.float32, copy=False)
-        ys = y.reshape(len(y), self.M, self.dsub)
-        return np.einsum("qms,mks->qmk", ys, self.centroids, optimize=True).astype(np.float32, copy=False)
+            return (y @ self._lut_matrix).reshape(nq, self.M, self.ksub)
+        ys = y.reshape(nq, self.M, 1, self.dsub)
+        return np.matmul(ys, self._lut_matrix).reshape(nq, self.M, self.ksub)
 
     def pair_tables(self) -> NDArray[np.float32]:
         """Codeword-pair inner products, computed once at build time.

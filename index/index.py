@@ -45,6 +45,7 @@ from .errors import (
 logger = logging.getLogger(__name__)
 
 LutPath = Literal["pairs", "decode"]
+_F32_MAX = float(np.finfo(np.float32).max)
 MAX_K = 1000
 
 
@@ -188,10 +189,10 @@ class CompressedIndex:
             raise DimensionMismatchError(
                 f"Provided query dimension ({got}) does not match the index dimension ({self.d})."
             )
-        if not np.isfinite(x).all():
-            raise NonFiniteError("Query vector contains NaN or inf.")
-        big = np.finfo(np.float32).max
-        if (np.abs(x) > big).any() or (np.einsum("ij,ij->i", x, x) > big).any():
+        sq = np.einsum("ij,ij->i", x, x)  # NaN/inf in x, or |x|^2 beyond float32, fail this test
+        if not (sq <= _F32_MAX).all():
+            if not np.isfinite(x).all():
+                raise NonFiniteError("Query vector contains NaN or inf.")
             raise NonFiniteError("Query vector is too large: a value or its squared norm overflows float32.")
         return np.ascontiguousarray(x, dtype=np.float32)
 
@@ -222,14 +223,18 @@ class CompressedIndex:
         else:  # l2: 2<q,x_hat> - |x_hat|^2 - |q|^2
             top = adc_topk(lut, self.codes, max(kfetch, 1), alpha=alpha * 2, scale=self._ip_scale, bias=self._l2_bias)
             top = TopK(top.D - qnorm2[:, None], top.I)
+        if kfetch == k or not any(len(e) for e in excludes):
+            return top if top.I.shape[1] == k else TopK(top.D[:, :k], top.I[:, :k])
         D = np.full((len(lut), k), -np.inf, dtype=np.float32)
         I = np.full((len(lut), k), -1, dtype=np.int64)  # noqa: E741
         for q, excl in enumerate(excludes):
             rows, dist = top.I[q], top.D[q]
-            keep = rows >= 0
-            if len(excl):
-                keep &= ~np.isin(rows, excl)
-            rows, dist = rows[keep][:k], dist[keep][:k]
+            if len(excl):  # a set beats np.isin on the short candidate lists
+                ex = set(excl.tolist())
+                sel = [j for j, r in enumerate(rows.tolist()) if r >= 0 and r not in ex][:k]
+                rows, dist = rows[sel], dist[sel]
+            else:
+                rows, dist = rows[:k], dist[:k]
             D[q, : len(rows)] = dist
             I[q, : len(rows)] = rows
         return TopK(D, I)
@@ -257,16 +262,12 @@ class CompressedIndex:
 
     def _finish(self, top: TopK) -> list[SearchResult]:
         out = []
-        for q in range(len(top.I)):
-            valid = top.I[q] >= 0
-            rows = top.I[q][valid]
-            out.append(
-                SearchResult(
-                    ids=[self.item_ids[r] for r in rows],
-                    scores=[float(s) for s in top.D[q][valid]],
-                    rows=[int(r) for r in rows],
-                )
-            )
+        ids = self.item_ids
+        for rows, scores in zip(top.I.tolist(), top.D.tolist(), strict=True):
+            n = len(rows)
+            while n and rows[n - 1] < 0:  # padding sits at the end
+                n -= 1
+            out.append(SearchResult(ids=[ids[r] for r in rows[:n]], scores=scores[:n], rows=rows[:n]))
         return out
 
     def _check_k(self, k: int, rerank: int) -> None:
@@ -321,8 +322,8 @@ class CompressedIndex:
         self, x: NDArray[np.float32], k: int, excludes: list[NDArray[np.int64]], rerank: int, score: str
     ) -> list[SearchResult]:
         cb = self.codebooks
-        qn = np.linalg.norm(x, axis=1)
         if score == "cosine":
+            qn = np.sqrt(np.einsum("ij,ij->i", x, x))
             if (qn == 0).any():
                 raise InputError("Query vector has zero norm: it has no cosine direction.")
             x = (x / qn[:, None]).astype(np.float32)
@@ -332,7 +333,7 @@ class CompressedIndex:
         y = cb.to_code_space(x, normalize=False)
         lut = cb.lut(y)
         alpha = np.ones(len(x), np.float32)
-        qnorm2 = (np.linalg.norm(y, axis=1) ** 2).astype(np.float32) if score == "l2" else None
+        qnorm2 = np.einsum("ij,ij->i", y, y) if score == "l2" else None
         return self._run(lut, alpha, score, k, excludes, qnorm2, rerank, x_for_rerank)
 
     def recommend(

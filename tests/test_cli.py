@@ -230,3 +230,14 @@ def test_demo_builds_an_index(tmp_path: Path) -> None:
 def test_serve_bad_setting_is_one_line(tmp_path: Path) -> None:
     code, out = invoke("serve", "--index-root", tmp_path, "--log-level", "verbose")
     assert code == 1 and "error: invalid settings: log_level" in out and "Traceback" not in out
+
+
+def test_build_pair_tables_option(data: Path, built: Path, tmp_path: Path) -> None:
+    assert json.loads((built / "manifest.json").read_text())["lut_path"] == "decode"
+    code, out = invoke(
+        "build", "--codebooks", data / "cb", "--items", data / "items.npy", "--pair-tables", "--no-eval", "-o",
+        tmp_path / "idx", "-q",
+    )  # fmt: skip
+    assert code == 0, out
+    m = json.loads((tmp_path / "idx" / "manifest.json").read_text())
+    assert m["lut_path"] == "pairs" and "pair_tables.npy" in m["files"] and m["evaluation"] == {}

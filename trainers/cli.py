@@ -178,6 +178,14 @@ def build(
     item_vectors: Annotated[
         ItemVectors, typer.Option(help="Keep float item vectors for exact re-ranking (off by default).")
     ] = ItemVectors.none,
+    pair_tables: Annotated[
+        bool,
+        typer.Option(
+            "--pair-tables/--no-pair-tables",
+            help="Store codeword-pair tables so LUTs of queries by id are gathered, not decoded "
+            "(off: decoding measured faster; see README).",
+        ),
+    ] = False,
     evaluate: Annotated[
         bool, typer.Option("--eval/--no-eval", help="Measure recall against exact search and store it in the manifest.")
     ] = True,
@@ -207,6 +215,7 @@ def build(
             users=us,
             user_storage=user_storage.value,
             item_vectors=item_vectors.value,
+            pair_tables=pair_tables,
             batch_size=batch_size,
             show_progress=not quiet,
         )

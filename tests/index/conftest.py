@@ -49,6 +49,7 @@ def built(recsys, trained) -> Callable[..., CompressedIndex]:  # type: ignore[no
                 users=recsys.users,
                 user_storage=user_storage,
                 item_vectors=item_vectors,  # type: ignore[arg-type]
+                pair_tables=True,  # the artifact tests read pair_tables.npy; the default (decode) is tested too
                 show_progress=False,
             )
         return cache[key]

@@ -1,5 +1,5 @@
-"""Queries by id (LUTs assembled from the precomputed codeword-pair tables) agree with queries by the
-same vector, within the quantization error of the query itself.
+"""Queries by id (LUTs from the precomputed codeword-pair tables, or decoded: both builds) agree with
+queries by the same vector, within the quantization error of the query itself.
 
 Oracle (Cauchy-Schwarz): for any candidate i,
     |cos(x_hat_q, x_hat_i) - cos(x_q, x_hat_i)| <= | x_hat_q/|x_hat_q| - x_q/|x_q| |     (item->item)
@@ -19,7 +19,7 @@ from trainers.config import TrainConfig
 from trainers.quantizers import train
 
 
-@pytest.fixture(scope="module", params=["pq", "opq", "rq"])
+@pytest.fixture(scope="module", params=[("pq", True), ("opq", True), ("rq", True), ("pq", False), ("rq", False)])
 def built(request: pytest.FixtureRequest):
     rng = np.random.default_rng(1234)
     n, d = 1500, 32
@@ -30,9 +30,10 @@ def built(request: pytest.FixtureRequest):
     users = rng.standard_normal((40, d)).astype(np.float32)
     items = Embeddings([f"i{j}" for j in range(n)], x, "synthetic")
     ue = Embeddings([f"u{j}" for j in range(40)], users, "synthetic")
-    cfg = TrainConfig(method=request.param, M=8, nbits=6, niter=10, beam_size=2, eval_queries=20)
+    method, pair_tables = request.param
+    cfg = TrainConfig(method=method, M=8, nbits=6, niter=10, beam_size=2, eval_queries=20)
     cb = train(items, cfg, queries=ue, show_progress=False)
-    index = build_index(cb, items, users=ue, user_storage="codes", show_progress=False)
+    index = build_index(cb, items, users=ue, user_storage="codes", pair_tables=pair_tables, show_progress=False)
     return index, x, users
 
 
@@ -41,9 +42,10 @@ def input_space_reconstruction(index, rows):
     return y * index.item_scale[rows][:, None] if index.item_scale is not None else y
 
 
-def test_similar_by_id_uses_pair_tables_and_matches_its_reconstruction(built) -> None:
+def test_similar_by_id_matches_its_reconstruction(built) -> None:
+    """By id (pair-table gather, or decode + LUT) == by the item's reconstruction as a vector."""
     index, x, _ = built
-    assert index.lut_path == "pairs" and index.pair_tables is not None
+    assert index.lut_path == ("pairs" if index.pair_tables is not None else "decode")
     rows = np.arange(3, 63)
     ids = [index.item_ids[r] for r in rows]
     by_id = index.similar(ids, 20)
@@ -103,13 +105,15 @@ def test_recommend_for_users_stored_as_codes_within_quantization_error(built) ->
 
 def test_pairs_and_decode_paths_agree(built) -> None:
     index, _, _ = built
+    saved = index.pair_tables, index.lut_path
     ids = index.item_ids[3:43]
-    a = index.similar(ids, 15)
-    index.lut_path = "decode"
     try:
+        index.pair_tables, index.lut_path = index.codebooks.pair_tables(), "pairs"
+        a = index.similar(ids, 15)
+        index.lut_path = "decode"
         b = index.similar(ids, 15)
     finally:
-        index.lut_path = "pairs"
+        index.pair_tables, index.lut_path = saved
     for ra, rb in zip(a, b, strict=True):
         assert ra.ids == rb.ids
         np.testing.assert_allclose(ra.scores, rb.scores, atol=1e-5)

@@ -249,7 +249,7 @@ def test_similar_by_id_equals_similar_to_vector(built, method, metric):
 
 @pytest.mark.parametrize("method", METHODS)
 def test_lut_path_decode_equals_pairs(trained, recsys, method):
-    index = build_index(trained(method, "ip"), recsys.items, show_progress=False)
+    index = build_index(trained(method, "ip"), recsys.items, pair_tables=True, show_progress=False)
     assert index.pair_tables is not None and index.lut_path == "pairs"
     ids = sample_items(index)
     pairs = index.similar(ids, K)
@@ -257,8 +257,11 @@ def test_lut_path_decode_equals_pairs(trained, recsys, method):
     decoded = index.similar(ids, K)
     for a, b in zip(pairs, decoded, strict=True):
         assert_topk_match(a.rows, a.scores, b.rows, b.scores, 1e-5)
-    # without pair tables the index falls back to decoding
-    no_tables = build_index(trained(method, "ip"), recsys.items, max_pair_table_bytes=0, show_progress=False)
+    # by default (and when the tables would be too large) the index decodes
+    assert build_index(trained(method, "ip"), recsys.items, show_progress=False).lut_path == "decode"
+    no_tables = build_index(
+        trained(method, "ip"), recsys.items, pair_tables=True, max_pair_table_bytes=0, show_progress=False
+    )
     assert no_tables.pair_tables is None and no_tables.lut_path == "decode"
     for a, b in zip(pairs, no_tables.similar(ids, K), strict=True):
         assert_topk_match(a.rows, a.scores, b.rows, b.scores, 1e-5)
