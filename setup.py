@@ -11,7 +11,7 @@ setup(
         Extension(
             "index._adc",
             sources=["index/_adc.c"],
-            extra_compile_args=["-O3", "-std=c99", "-fno-math-errno"],
+            extra_compile_args=["-O3", "-funroll-loops", "-std=c99", "-fno-math-errno"],
             optional=True,
         )
     ]
