@@ -9,6 +9,12 @@ interactions); queries are noisy cluster centres.
 
 from __future__ import annotations
 
+import os
+
+# faiss's OpenMP threads spin-wait by default; on a 2-core box shared with the test's own threads that
+# made training 5-10x slower (bench/ measured it). Set before faiss (libgomp) is first loaded.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from collections.abc import Iterator
 from typing import NamedTuple
 

@@ -23,7 +23,7 @@ class TrainConfig:
     metric: str = "ip"  # ip | cosine | l2
     seed: int = 1234
     max_train_points: int = 100_000  # training sample drawn with the seed
-    niter: int = 25  # k-means iterations
+    niter: int | None = None  # k-means iterations; default faiss's: 25 for pq/opq, 10 per rq stage
     opq_niter: int = 25  # OPQ alternating iterations
     norm: str = "auto"  # auto | explicit | joint: explicit = codes hold directions, norm kept exactly
     beam_size: int = 8  # RQ beam search width (training and encoding)
@@ -43,6 +43,8 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be an integer, got {v!r}.")
         if not 1 <= self.nbits <= 8:
             raise ConfigError(f"nbits must be in 1..8 (one byte per code), got {self.nbits}.")
+        if self.niter is None:  # frozen: resolve the per-method default once, so the artifact records it
+            object.__setattr__(self, "niter", 10 if self.method == "rq" else 25)
         for name in ("M", "niter", "opq_niter", "beam_size", "max_train_points", "eval_queries", "eval_max_items"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
@@ -111,7 +113,8 @@ def load_config(path: str | None, overrides: list[str] | None = None, **explicit
             raise ConfigError(f"{path}: cannot parse config: {e}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: config must be an object/table.")
-    types = {f.name: (int if f.type in ("int", int) else str) for f in dataclasses.fields(TrainConfig)}
+    # annotations are strings (from __future__ import annotations): "int", "int | None", "str"
+    types = {f.name: (int if str(f.type).split(" |")[0] == "int" else str) for f in dataclasses.fields(TrainConfig)}
     for item in overrides or []:
         k, v = parse_override(item, types)
         data[k] = v
