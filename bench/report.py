@@ -36,6 +36,7 @@ def format_report(report: dict[str, Any]) -> str:
         f"total {report.get('seconds', 0):.0f} s",
         f"k={report['k']}; rerank = {report['rerank']} ADC candidates re-scored with float16 item vectors. "
         "Threads: batched = 2 (ours VQREC_THREADS=2, faiss omp 2), single = 1 (VQREC_THREADS=1, faiss omp 1); "
+        "numpy's BLAS 1 thread in both (as the service runs); "
         f"OMP_WAIT_POLICY={h.get('omp_wait_policy', '(default)')}.",
     ]
     for dname, e in report["datasets"].items():

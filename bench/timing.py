@@ -25,8 +25,12 @@ def _load() -> str:
 
 @contextlib.contextmanager
 def threads(n: int) -> Iterator[None]:
-    """Run our ADC scan (VQREC_THREADS), faiss (OpenMP) and every loaded BLAS (numpy's and faiss's OpenBLAS,
-    via threadpoolctl when installed) with ``n`` threads, then restore."""
+    """Run our ADC scan (VQREC_THREADS) and faiss (OpenMP) with ``n`` threads, then restore.
+
+    numpy's OpenBLAS (pthreads) runs one thread in both modes, as the service runs it: its worker threads
+    spin after a small product (a query rotation, a LUT) and steal the core the scan threads need (opq
+    32 B batches ran at 0.64x faiss that way). faiss's own OpenBLAS is left alone: it is built on
+    OpenMP, and limiting it would also cut faiss's OpenMP scan threads."""
     old_env = os.environ.get("VQREC_THREADS")
     old_omp = faiss.omp_get_max_threads()
     os.environ["VQREC_THREADS"] = str(n)
@@ -34,7 +38,7 @@ def threads(n: int) -> Iterator[None]:
     try:
         from threadpoolctl import threadpool_limits
 
-        blas: contextlib.AbstractContextManager[Any] = threadpool_limits(limits=n, user_api="blas")
+        blas: contextlib.AbstractContextManager[Any] = threadpool_limits(limits={"libscipy_openblas": 1})
     except ImportError:  # the service extra brings it; without it BLAS keeps its own thread count
         blas = contextlib.nullcontext()
     try:
