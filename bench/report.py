@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from index.artifact_io import json_default
+
 
 def _f(v: Any, fmt: str = ".3f") -> str:
     if v is None:
@@ -385,13 +387,3 @@ def write_report(report: dict[str, Any], out_dir: str | Path) -> tuple[Path, Pat
     jpath.write_text(json.dumps(report, indent=2, default=json_default) + "\n", encoding="utf-8")
     mpath.write_text(format_report(report) + "\n", encoding="utf-8")
     return jpath, mpath
-
-
-def json_default(o: Any) -> Any:
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(f"not JSON serializable: {type(o).__name__}")

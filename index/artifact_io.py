@@ -80,14 +80,15 @@ def write_manifest(dirpath: str, manifest: dict[str, Any]) -> dict[str, Any]:
         files[name] = {"sha256": sha256_file(p), "bytes": os.path.getsize(p)}
     manifest = {**manifest, "files": files}
     with open(os.path.join(dirpath, MANIFEST), "w", encoding="utf-8") as f:
-        json.dump(manifest, f, indent=2, sort_keys=False, default=_json_default)
+        json.dump(manifest, f, indent=2, sort_keys=False, default=json_default)
         f.write("\n")
         f.flush()
         os.fsync(f.fileno())
     return manifest
 
 
-def _json_default(o: Any) -> Any:
+def json_default(o: Any) -> Any:
+    """``json.dump(default=...)`` for numpy scalars and arrays."""
     if isinstance(o, np.integer):
         return int(o)
     if isinstance(o, np.floating):
