@@ -223,8 +223,8 @@ class CompressedIndex:
         else:  # l2: 2<q,x_hat> - |x_hat|^2 - |q|^2
             top = adc_topk(lut, self.codes, max(kfetch, 1), alpha=alpha * 2, scale=self._ip_scale, bias=self._l2_bias)
             top = TopK(top.D - qnorm2[:, None], top.I)
-        if kfetch == k or not any(len(e) for e in excludes):
-            return top if top.I.shape[1] == k else TopK(top.D[:, :k], top.I[:, :k])
+        if not any(len(e) for e in excludes):
+            return top
         D = np.full((len(lut), k), -np.inf, dtype=np.float32)
         I = np.full((len(lut), k), -1, dtype=np.int64)  # noqa: E741
         for q, excl in enumerate(excludes):

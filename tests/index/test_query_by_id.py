@@ -117,3 +117,18 @@ def test_pairs_and_decode_paths_agree(built) -> None:
     for ra, rb in zip(a, b, strict=True):
         assert ra.ids == rb.ids
         np.testing.assert_allclose(ra.scores, rb.scores, atol=1e-5)
+
+
+def test_exclusions_hold_when_k_covers_the_whole_catalogue() -> None:
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((300, 8)).astype(np.float32)
+    items = Embeddings([f"i{j}" for j in range(300)], x, "synthetic")
+    cb = train(items, TrainConfig(method="pq", M=2, nbits=4, niter=5, eval_queries=10), show_progress=False)
+    index = build_index(cb, items, show_progress=False)
+    # k == n: the over-fetch cannot grow past n, and the excluded ids must still be filtered out
+    (res,) = index.search(x[:1], 300, exclude=[["i0", "i5"]])
+    assert len(res.ids) == 298 and "i0" not in res.ids and "i5" not in res.ids
+    (res,) = index.similar(["i3"], 300, exclude=[["i9"]])
+    assert len(res.ids) == 298 and "i3" not in res.ids and "i9" not in res.ids
+    (res,) = index.search(x[:1], 1000)  # k > n: every item once
+    assert sorted(res.ids) == sorted(items.ids)
