@@ -16,9 +16,10 @@ item->item for such an item returns an empty result list (no error: it is a know
 neighbours). A zero *query vector* under a cosine score is an input error. Under ip such items take
 part normally (their reconstruction is whatever the codebook gives them).
 
-Queries by id (a known item or a user stored as codes) take their lookup table from the precomputed
-codeword-pair tables (``lut_path="pairs"``) instead of decoding and recomputing it (``"decode"``);
-both give the same table up to float rounding.
+Queries by id (a known item, or a user stored as codes) build their lookup table from the stored
+codes: by decoding and one BLAS product (``lut_path="decode"``, the default: measured faster), or by
+gathering precomputed codeword-pair tables when the index was built with them (``"pairs"``). Both
+give the same table up to float rounding; the per-item terms (norms) are precomputed either way.
 """
 
 from __future__ import annotations
@@ -375,7 +376,7 @@ class CompressedIndex:
     ) -> list[SearchResult]:
         """Top-k neighbours of stored items (item->item; the query item itself is never returned).
 
-        The query is the item's reconstruction; its LUT comes from the precomputed pair tables.
+        The query is the item's reconstruction (its LUT from the codes: see ``lut_path``).
         """
         self._check_k(k, rerank)
         rows = self.rows_of(item_ids)
