@@ -7,8 +7,10 @@ Scores are higher-is-better everywhere:
     cosine         cos(q, x_hat_i)                               cos(x_hat_q, x_hat_i)
     l2             -|q - x_hat_i|^2                              -|x_hat_q - x_hat_i|^2
 
-One code table serves both columns: per-item reconstruction norms |x_hat_i| are computed at build
-time, so cosine is ADC(ip) * 1/|x_hat_i| and l2 is 2 * ADC(ip) - |x_hat_i|^2 - |q|^2.
+One code table serves both columns: per-item reconstruction norms |y_hat_i| are computed at build
+time, so cosine is ADC(ip) / |y_hat_i| and l2 is 2 * ADC(ip) - |x_hat_i|^2 - |q|^2, applied in the scan.
+With norm-explicit codebooks the codes hold unit directions y_hat and x_hat = |x| * y_hat, so ip is
+ADC(ip) * |x_i| (``item_scale``); otherwise x_hat = y_hat.
 
 Zero vectors. An item whose input embedding is all zeros (ALS gives them to items with no
 interactions) has no cosine direction. Under a cosine score it is never returned as a neighbour, and
