@@ -135,7 +135,7 @@ def hit_rate(
     batch: int = 256,
 ) -> float:
     """Leave-one-out HR@k: share of users whose held-out item is in their top-k, seen items excluded."""
-    users = [u for u in heldout if index.users is not None and u in index.users._rows]
+    users = [u for u in heldout if index.users is not None and u in index.users]
     hits = 0
     for i0 in range(0, len(users), batch):
         chunk = users[i0 : i0 + batch]

@@ -75,16 +75,14 @@ class UserStore:
     def __post_init__(self) -> None:
         self._rows = {s: i for i, s in enumerate(self.ids)}
 
+    def __contains__(self, user_id: object) -> bool:
+        return user_id in self._rows
+
     def row_of(self, user_id: str) -> int:
         try:
             return self._rows[user_id]
         except KeyError:
             raise UnknownUserError(user_id) from None
-
-    @property
-    def nbytes(self) -> int:
-        arr = self.codes if self.storage == "codes" else self.vectors
-        return int(arr.nbytes) if arr is not None else 0
 
 
 @dataclass

@@ -15,10 +15,17 @@ import os
 # made training 5-10x slower (bench/ measured it). Set before faiss (libgomp) is first loaded.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from collections.abc import Iterator
+import contextlib
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 import faiss
+import httpx
 import numpy as np
 import pytest
 from numpy.typing import NDArray
@@ -86,3 +93,63 @@ def recsys() -> Recsys:
     for a in (xb, xq, zero_rows):
         a.setflags(write=False)
     return Recsys(xb, xq, zero_rows, as_embeddings(xb, "i", "items.npy"), as_embeddings(xq, "u", "users.npy"))
+
+
+# ---- servers on loopback -------------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def _server(
+    argv: list[str],
+    port: int,
+    *,
+    env: dict[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+    timeout: float = 60.0,
+) -> Iterator[str]:
+    """Start ``argv`` (a server that listens on 127.0.0.1:``port``), wait (bounded) for ``/readyz`` 200,
+    yield its base URL, and always stop it (its whole process group)."""
+    log = tempfile.TemporaryFile(mode="w+")
+    proc = subprocess.Popen(
+        argv, cwd=cwd, env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                log.seek(0)
+                pytest.fail(f"{argv} exited with {proc.returncode}:\n{log.read()[-3000:]}")
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"{argv} not ready after {timeout}s")
+            time.sleep(0.2)
+        yield base
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+
+
+@pytest.fixture(scope="session")
+def free_port() -> Callable[[], int]:
+    """A free TCP port on 127.0.0.1."""
+    return _free_port
+
+
+@pytest.fixture(scope="session")
+def server() -> Callable[..., contextlib.AbstractContextManager[str]]:
+    """``with server(argv, port, env=..., cwd=..., timeout=...) as base_url:`` (see _server)."""
+    return _server

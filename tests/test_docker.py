@@ -3,18 +3,13 @@ is run directly (with its environment, against a temporary index root), then its
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import numpy as np
-import pytest
 import yaml
 
 from index import Embeddings, build_index, save_index
@@ -37,7 +32,7 @@ def test_service_image_has_no_torch_and_serves() -> None:
     assert "/readyz" in " ".join(api["healthcheck"]["test"])
 
 
-def test_compose_api_command_runs_and_passes_its_healthcheck(tmp_path: Path) -> None:
+def test_compose_api_command_runs_and_passes_its_healthcheck(tmp_path: Path, server, free_port) -> None:
     rng = np.random.default_rng(5)
     x = rng.standard_normal((400, 8)).astype(np.float32)
     items = Embeddings([f"i{j}" for j in range(400)], x, "synthetic")
@@ -45,35 +40,15 @@ def test_compose_api_command_runs_and_passes_its_healthcheck(tmp_path: Path) -> 
     save_index(build_index(cb, items, show_progress=False), str(tmp_path / "indexes" / "items"))
 
     api = COMPOSE["services"]["api"]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env = {k: str(v) for k, v in api["environment"].items()}
     # the container's paths and bind address, mapped onto this machine's loopback and a temp root
     assert env["VQREC_INDEX_ROOT"] == "/indexes" and env["VQREC_PORT"] == "8000"
     env.update(VQREC_INDEX_ROOT=str(tmp_path / "indexes"), VQREC_HOST="127.0.0.1", VQREC_PORT=str(port))
     exe = shutil.which(api["command"][0], path=str(Path(sys.executable).parent)) or api["command"][0]
-    proc = subprocess.Popen(
-        [exe, *api["command"][1:]], env={**os.environ, **env}, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, f"`{' '.join(api['command'])}` exited with {proc.returncode}"
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("the api service never became ready")
-            time.sleep(0.2)
+    with server([exe, *api["command"][1:]], port, env=env):
         check = [c.replace("127.0.0.1:8000", f"127.0.0.1:{port}") for c in api["healthcheck"]["test"][1:]]
         assert check[0] == "python"
         assert subprocess.run([sys.executable, *check[1:]], timeout=30).returncode == 0
         r = httpx.post(f"http://127.0.0.1:{port}/v1/indexes/items/similar", json={"item_id": "i3", "k": 5})
         assert r.status_code == 200 and len(r.json()["results"]) == 5
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=20)

@@ -1,7 +1,8 @@
 """The README stays true: its two set-up commands are the ones CI runs, the demo it starts answers
 every curl example in it, and the train/build/eval/serve walkthrough runs on the shared data.
 
-Servers are started on 127.0.0.1 on a free port, polled with a bounded wait, and always stopped.
+Servers are started on 127.0.0.1 on a free port with the `server` fixture (tests/conftest.py): a
+bounded wait for /readyz, always stopped.
 """
 
 from __future__ import annotations
@@ -10,13 +11,8 @@ import json
 import os
 import re
 import shlex
-import signal
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -32,12 +28,6 @@ def bash_blocks() -> list[str]:
     return re.findall(r"```bash\n(.*?)```", README, flags=re.S)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def vqrec_argv(command: str) -> list[str]:
     """`vqrec ...` from the README, run with this interpreter's console script."""
     argv = shlex.split(command)
@@ -46,35 +36,8 @@ def vqrec_argv(command: str) -> list[str]:
     return [str(exe) if exe.exists() else "vqrec", *argv[1:]]
 
 
-@contextmanager
-def server(argv: list[str], cwd: Path, port: int, timeout: float = 180.0) -> Iterator[str]:
-    env = {**os.environ, "VQREC_PORT": str(port), "VQREC_HOST": "127.0.0.1", "VQREC_PROGRESS": "0"}
-    log = open(cwd / f"server-{port}.log", "w+")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                log.seek(0)
-                pytest.fail(f"{argv} exited with {proc.returncode}:\n{log.read()[-3000:]}")
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"{argv} not ready after {timeout}s")
-            time.sleep(0.3)
-        yield base
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
+def serve_env(port: int) -> dict[str, str]:
+    return {"VQREC_PORT": str(port), "VQREC_HOST": "127.0.0.1", "VQREC_PROGRESS": "0"}
 
 
 def test_two_commands_and_ci() -> None:
@@ -85,12 +48,12 @@ def test_two_commands_and_ci() -> None:
     assert blocks[1].strip() in ci.splitlines(), ".ci/run must run the README's test command exactly"
 
 
-def test_demo_serves_every_curl_example(tmp_path: Path) -> None:
+def test_demo_serves_every_curl_example(tmp_path: Path, server, free_port) -> None:
     demo = bash_blocks()[0].strip().split("&&")[1].strip()  # the install half already ran (we are in it)
     curls = [ln for ln in bash_blocks()[3].splitlines() if ln.startswith("curl ")]
     assert len(curls) >= 10  # one per endpoint
     port = free_port()
-    with server(vqrec_argv(demo), tmp_path, port, timeout=300):
+    with server(vqrec_argv(demo), port, env=serve_env(port), cwd=tmp_path, timeout=300):
         for line in curls:
             cmd = line.replace("localhost:8000", f"127.0.0.1:{port}")
             out = subprocess.run(
@@ -110,7 +73,7 @@ def test_demo_serves_every_curl_example(tmp_path: Path) -> None:
     assert (tmp_path / "vqrec-demo" / "indexes" / "demo" / "manifest.json").exists()
 
 
-def test_walkthrough_on_movielens(tmp_path: Path) -> None:
+def test_walkthrough_on_movielens(tmp_path: Path, server, free_port) -> None:
     if not ML100K.is_dir():
         pytest.skip(f"needs {ML100K} (MovieLens-100k ALS embeddings, ../shared/data beside the repo)")
     # the README runs from the repository root with ../shared beside it: mirror that layout
@@ -134,7 +97,7 @@ def test_walkthrough_on_movielens(tmp_path: Path) -> None:
     assert ev["item_to_item"]["recall@10"] >= 0.90 and ev["item_to_item"]["zero_items_excluded"] == 15
     assert "HR@10 exact                     0.1274" in outputs["eval"]
     port = free_port()
-    with server(vqrec_argv(lines[3]), work, port) as base:
+    with server(vqrec_argv(lines[3]), port, env=serve_env(port), cwd=work, timeout=180) as base:
         r = httpx.post(f"{base}/v1/indexes/ml100k/recommend", json={"user_id": "1", "k": 10})
         assert r.status_code == 200 and len(r.json()["results"]) == 10
         r = httpx.post(f"{base}/v1/indexes/ml100k/similar", json={"item_id": "1", "k": 10})

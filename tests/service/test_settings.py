@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
@@ -83,54 +81,17 @@ def test_run_starts_uvicorn_with_settings(monkeypatch, tmp_path):
     assert seen["app"].state.settings.port == 9123
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def test_uvicorn_factory_reads_environment(index_root, svc_data):
+def test_uvicorn_factory_reads_environment(index_root, svc_data, server, free_port):
     """`uvicorn service.main:create_app --factory` serves the indexes named by VQREC_INDEX_ROOT."""
-    port = _free_port()
-    env = {**os.environ, "VQREC_INDEX_ROOT": index_root, "VQREC_INDEXES": "demo"}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "service.main:create_app",
-            "--factory",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))),
-    )
-    try:
-        deadline, r = time.monotonic() + 30, None
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                r = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1)
-                break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        assert r is not None, proc.communicate(timeout=5)[0] if proc.poll() is not None else "no answer"
+    port = free_port()
+    argv = [sys.executable, "-m", "uvicorn", "service.main:create_app", "--factory", "--host", "127.0.0.1",
+            "--port", str(port), "--log-level", "warning"]  # fmt: skip
+    env = {"VQREC_INDEX_ROOT": index_root, "VQREC_INDEXES": "demo"}
+    with server(
+        argv, port, env=env, cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))), timeout=30
+    ) as base:
+        r = httpx.get(f"{base}/readyz", timeout=2)
         assert r.status_code == 200
         assert r.json() == {"status": "ready", "indexes": {"demo": svc_data.index.version}}
-        q = httpx.post(f"http://127.0.0.1:{port}/v1/indexes/demo/recommend", json={"user_id": "u1", "k": 3})
+        q = httpx.post(f"{base}/v1/indexes/demo/recommend", json={"user_id": "u1", "k": 3})
         assert q.status_code == 200 and len(q.json()["results"]) == 3
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
