@@ -43,7 +43,7 @@ def serve_env(port: int) -> dict[str, str]:
 def test_two_commands_and_ci() -> None:
     blocks = bash_blocks()
     assert blocks[0].strip() == 'pip install -e ".[service]" && vqrec demo'
-    assert blocks[1].strip() == 'pip install -e ".[test]" && python -m pytest -q'
+    assert blocks[1].strip() == 'pip install torch==2.13.0 && pip install -e ".[test]" && python -m pytest -q'
     ci = (ROOT / ".ci" / "run").read_text()
     assert blocks[1].strip() in ci.splitlines(), ".ci/run must run the README's test command exactly"
 

@@ -1,6 +1,9 @@
 """``vqrec``: the one command line in front of every step.
 
     vqrec train {pq,opq,rq}  embeddings -> codebook artifact
+    vqrec train rqvae        embeddings -> semantic-ID tokenizer (RQ-VAE / CoST; torch)
+    vqrec train {cove,bpr}   interaction log -> user and item embeddings (+ cascaded codes; torch)
+    vqrec embed              item titles -> content embeddings (MiniLM; torch, offline)
     vqrec build              codebook artifact + embeddings -> index artifact (with its evaluation)
     vqrec eval               an index artifact against exact search (and leave-one-out HR@k)
     vqrec serve              serve every index under an index root over REST
@@ -76,6 +79,14 @@ def _summary(title: str, rows: dict[str, Any]) -> None:
         typer.echo(f"  {k:<{width}}  {v}")
 
 
+def _register_learned(app: typer.Typer, train_app: typer.Typer) -> None:
+    from . import cli_cove, cli_embed, cli_rqvae
+
+    cli_rqvae.register(app, train_app)
+    cli_cove.register(app, train_app)
+    cli_embed.register(app, train_app)
+
+
 @app.callback()
 def _main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details (INFO).")] = False,
@@ -83,83 +94,113 @@ def _main(
     _setup_logging(verbose)
 
 
-@app.command()
-def train(
-    method: Annotated[Method, typer.Argument(help="Quantizer: pq (product), opq (rotation + product), rq (residual).")],
-    embeddings: Annotated[
-        str, typer.Option("--embeddings", "-e", help="Item embeddings: .npy (+ ids file) or .npz (ids, vectors).")
-    ],
-    out: Annotated[
-        str,
-        typer.Option(
-            "--out", "-o", help="Directory to write the codebook artifact to (must not exist unless --force)."
-        ),
-    ],
-    ids: Annotated[
-        str | None,
-        typer.Option(help="Ids file for a .npy (one id per line). Default: <stem>_ids.txt or item_ids.txt beside it."),
-    ] = None,
-    queries: Annotated[
-        str | None,
-        typer.Option(
-            help="Query embeddings (e.g. users, .npy or .npz) for the report's held-out recall. Default: a sample of items."
-        ),
-    ] = None,
-    config: Annotated[
-        str | None,
-        typer.Option("--config", "-c", help="JSON or TOML file with trainer settings (see trainers/config.py)."),
-    ] = None,
-    set_: Annotated[
-        list[str] | None, typer.Option("--set", help="Override one config key: --set niter=50 (repeatable).")
-    ] = None,
-    M: Annotated[
-        int | None,
-        typer.Option("--M", "-M", help="Sub-quantizers (pq/opq) or stages (rq) = code bytes per item. Default 16."),
-    ] = None,
-    nbits: Annotated[int | None, typer.Option(help="Bits per code, 1..8 (2**nbits codewords). Default 8.")] = None,
-    metric: Annotated[
-        Metric | None, typer.Option(help="ip (maximum inner product), cosine, or l2. Default ip.")
-    ] = None,
-    seed: Annotated[int | None, typer.Option(help="Random seed (sample and k-means). Default 1234.")] = None,
-    force: Annotated[bool, typer.Option(help="Replace an existing artifact at --out.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
-) -> None:
-    """Train codebooks on item embeddings and write a codebook artifact with its training report.
+train_app = typer.Typer(
+    help="Train a quantizer or a learned model. pq/opq/rq write codebooks for the ADC index (faiss); rqvae writes "
+    "a semantic-ID tokenizer (RQ-VAE / CoST); cove and bpr train recommender embeddings from an interaction log. "
+    "rqvae, cove and bpr need the 'train' extra (torch).",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+app.add_typer(train_app, name="train")
 
-    Settings come from, in increasing precedence: built-in defaults, --config, --set, and the explicit
-    flags (--M, --nbits, --metric, --seed).
-    """
-    from index.embeddings import load_embeddings
-    from index.errors import VqrecError
+_FAISS_HELP = {
+    Method.pq: "Product quantization: M sub-vectors, 2**nbits codewords each (faiss k-means).",
+    Method.opq: "OPQ: a learned rotation, then product quantization (faiss OPQMatrix + k-means).",
+    Method.rq: "Residual quantization: M stages, each quantizing the previous residual (faiss, beam search).",
+}
 
-    from .config import load_config
-    from .quantizers import train as run_train
 
-    try:
-        cfg = load_config(
-            config, set_, method=method.value, M=M, nbits=nbits, metric=metric.value if metric else None, seed=seed
+def _faiss_trainer(method: Method):  # type: ignore[no-untyped-def]
+    def command(
+        embeddings: Annotated[
+            str, typer.Option("--embeddings", "-e", help="Item embeddings: .npy (+ ids file) or .npz (ids, vectors).")
+        ],
+        out: Annotated[
+            str,
+            typer.Option(
+                "--out", "-o", help="Directory to write the codebook artifact to (must not exist unless --force)."
+            ),
+        ],
+        ids: Annotated[
+            str | None,
+            typer.Option(
+                help="Ids file for a .npy (one id per line). Default: <stem>_ids.txt or item_ids.txt beside it."
+            ),
+        ] = None,
+        queries: Annotated[
+            str | None,
+            typer.Option(
+                help="Query embeddings (e.g. users, .npy or .npz) for the report's held-out recall. Default: a sample of items."
+            ),
+        ] = None,
+        config: Annotated[
+            str | None,
+            typer.Option("--config", "-c", help="JSON or TOML file with trainer settings (see trainers/config.py)."),
+        ] = None,
+        set_: Annotated[
+            list[str] | None, typer.Option("--set", help="Override one config key: --set niter=50 (repeatable).")
+        ] = None,
+        M: Annotated[
+            int | None,
+            typer.Option("--M", "-M", help="Sub-quantizers (pq/opq) or stages (rq) = code bytes per item. Default 16."),
+        ] = None,
+        nbits: Annotated[int | None, typer.Option(help="Bits per code, 1..8 (2**nbits codewords). Default 8.")] = None,
+        metric: Annotated[
+            Metric | None, typer.Option(help="ip (maximum inner product), cosine, or l2. Default ip.")
+        ] = None,
+        seed: Annotated[int | None, typer.Option(help="Random seed (sample and k-means). Default 1234.")] = None,
+        force: Annotated[bool, typer.Option(help="Replace an existing artifact at --out.")] = False,
+        quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    ) -> None:
+        from index.embeddings import load_embeddings
+        from index.errors import VqrecError
+
+        from .config import load_config
+        from .quantizers import train as run_train
+
+        try:
+            cfg = load_config(
+                config, set_, method=method.value, M=M, nbits=nbits, metric=metric.value if metric else None, seed=seed
+            )
+            if os.path.exists(out) and not force:
+                raise VqrecError(f"{out} already exists; choose another --out or pass --force.")
+            emb = load_embeddings(embeddings, ids)
+            q = load_embeddings(queries) if queries else None
+            cb = run_train(emb, cfg, queries=q, show_progress=not quiet)
+            cb.save(out, overwrite=force)
+        except VqrecError as e:
+            raise _fail(e) from None
+        rep = cb.report
+        _summary(
+            f"codebooks written to {out}",
+            {
+                "method": f"{cfg.method} M={cfg.M} nbits={cfg.nbits} metric={cfg.metric} norm_explicit={cb.norm_explicit}",
+                "trained on": f"{rep['n_train']} of {rep['n_items']} vectors in {rep['train_seconds']}s",
+                "relative mse": f"{rep['relative_mse']:.4f}",
+                "recall@10/@100": f"{rep['eval']['recall@10']:.4f} / {rep['eval']['recall@100']:.4f} "
+                f"({rep['eval']['queries']} queries from {rep['eval']['queries_from']})",
+                "codebook usage": f"{rep['usage']['utilization_mean']:.3f} utilization, "
+                f"perplexity {rep['usage']['perplexity_mean']:.1f} of {cb.ksub}",
+            },
         )
-        if os.path.exists(out) and not force:
-            raise VqrecError(f"{out} already exists; choose another --out or pass --force.")
-        emb = load_embeddings(embeddings, ids)
-        q = load_embeddings(queries) if queries else None
-        cb = run_train(emb, cfg, queries=q, show_progress=not quiet)
-        cb.save(out, overwrite=force)
-    except VqrecError as e:
-        raise _fail(e) from None
-    rep = cb.report
-    _summary(
-        f"codebooks written to {out}",
-        {
-            "method": f"{cfg.method} M={cfg.M} nbits={cfg.nbits} metric={cfg.metric} norm_explicit={cb.norm_explicit}",
-            "trained on": f"{rep['n_train']} of {rep['n_items']} vectors in {rep['train_seconds']}s",
-            "relative mse": f"{rep['relative_mse']:.4f}",
-            "recall@10/@100": f"{rep['eval']['recall@10']:.4f} / {rep['eval']['recall@100']:.4f} "
-            f"({rep['eval']['queries']} queries from {rep['eval']['queries_from']})",
-            "codebook usage": f"{rep['usage']['utilization_mean']:.3f} utilization, "
-            f"perplexity {rep['usage']['perplexity_mean']:.1f} of {cb.ksub}",
-        },
+
+    command.__doc__ = _train_doc(method)
+    return command
+
+
+def _train_doc(method: Method) -> str:
+    return (
+        f"{_FAISS_HELP[method]} Trains on item embeddings and writes a codebook artifact with its report.\n\n"
+        "Settings come from, in increasing precedence: built-in defaults, --config, --set, and the explicit "
+        "flags (--M, --nbits, --metric, --seed)."
     )
+
+
+for _m in Method:
+    train_app.command(_m.value)(_faiss_trainer(_m))
+
+# learned trainers and offline embedding live in their own modules (torch is imported inside the commands)
+_register_learned(app, train_app)
 
 
 @app.command()
