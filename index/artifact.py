@@ -14,6 +14,11 @@ A directory, readable with plain numpy (no pickles); see README "Index artifact 
     user_ids.txt        optional, with user_vectors.npy (nu, d) float32|float16 or user_codes.npy (nu, M) uint8
                         (+ user_scale.npy (nu,) float32 with norm-explicit codebooks)
     item_vectors.npy    optional (n, d) float16|float32, for exact re-ranking
+    item_semantic_codes.npy   optional (n, L) uint8|uint16|uint32: semantic-id codes (format 2)
+    item_semantic_suffix.npy  (n,) uint32 dedup suffix; user_semantic_*.npy the same for users
+                        (the manifest's ``semantic_ids`` section: levels, codebook sizes, tokenizer, report)
+
+Format 2 added the semantic-id files; format 1 artifacts (no semantic ids) still load.
 
 Publishing is atomic (temporary directory + rename); loading checks the format version, every
 file's size and sha256, and the shapes, and names the file at fault.
@@ -35,11 +40,13 @@ from .codebooks import Codebooks, load_npz
 from .embeddings import read_ids
 from .errors import ArtifactCorrupt, ConfigError
 from .index import CompressedIndex, UserStore
+from .semantic import SemanticIds
 
 logger = logging.getLogger(__name__)
 
-INDEX_FORMAT_VERSION = 1
-READABLE_VERSIONS = (1,)
+INDEX_FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+_SEMANTIC_DTYPES = (np.uint8, np.uint16, np.uint32)
 
 
 def _write_ids(path: str, ids: list[str]) -> None:
@@ -82,6 +89,10 @@ def save_index(
                 np.save(os.path.join(tmp, "user_vectors.npy"), index.users.vectors)
         if index.item_vectors is not None:
             np.save(os.path.join(tmp, "item_vectors.npy"), index.item_vectors)
+        for kind, sem in (("item", index.semantic_items), ("user", index.semantic_users)):
+            if sem is not None:
+                np.save(os.path.join(tmp, f"{kind}_semantic_codes.npy"), np.ascontiguousarray(sem.codes))
+                np.save(os.path.join(tmp, f"{kind}_semantic_suffix.npy"), np.asarray(sem.suffix, dtype=np.uint32))
 
         sizes = {name: os.path.getsize(os.path.join(tmp, name)) for name in os.listdir(tmp)}
         n = len(index)
@@ -181,6 +192,9 @@ def load_index(path: str, *, mmap: bool = True, verify: bool = True) -> Compress
             users = UserStore(ids=uids, storage=str(uv.dtype), vectors=uv)  # type: ignore[arg-type]
         else:
             raise ArtifactCorrupt(f"{path}: user_ids.txt without user_vectors.npy or user_codes.npy.")
+    sem_meta = manifest.get("semantic_ids")
+    sem_items = _load_semantic(path, files, sem_meta, "item", ids)
+    sem_users = _load_semantic(path, files, sem_meta, "user", users.ids if users is not None else None)
     iv = None
     if "item_vectors.npy" in files:
         iv = load_npy(path, "item_vectors.npy", mmap=mmap)
@@ -199,6 +213,8 @@ def load_index(path: str, *, mmap: bool = True, verify: bool = True) -> Compress
             manifest=manifest,
             lut_path=manifest.get("lut_path", "pairs"),
             path=path,
+            semantic_items=sem_items,
+            semantic_users=sem_users,
         )
     except ConfigError as e:
         raise ArtifactCorrupt(f"{path}: {e}") from None
@@ -215,6 +231,29 @@ def load_index(path: str, *, mmap: bool = True, verify: bool = True) -> Compress
         time.perf_counter() - t0,
     )
     return index
+
+
+def _load_semantic(path: str, files: dict[str, Any], meta: Any, kind: str, ids: list[str] | None) -> SemanticIds | None:
+    cname, sname = f"{kind}_semantic_codes.npy", f"{kind}_semantic_suffix.npy"
+    if cname not in files and sname not in files:
+        return None
+    if cname not in files or sname not in files:
+        raise ArtifactCorrupt(f"{path}: {cname} and {sname} come together; one is missing.")
+    if ids is None:
+        raise ArtifactCorrupt(f"{os.path.join(path, cname)}: {kind} semantic ids without {kind}s in the index.")
+    sizes = meta.get("codebook_sizes") if isinstance(meta, dict) else None
+    if not isinstance(sizes, list) or not sizes or not all(isinstance(k, int) and k > 0 for k in sizes):
+        raise ArtifactCorrupt(f"{os.path.join(path, 'manifest.json')}: semantic_ids.codebook_sizes missing or invalid.")
+    codes = load_npy(path, cname)
+    suffix = load_npy(path, sname)
+    if codes.dtype not in _SEMANTIC_DTYPES:
+        raise ArtifactCorrupt(f"{os.path.join(path, cname)}: dtype {codes.dtype}.")
+    _expect(path, cname, codes, (len(ids), len(sizes)), codes.dtype)
+    _expect(path, sname, suffix, (len(ids),), np.uint32)
+    try:
+        return SemanticIds(ids=ids, codes=codes, suffix=suffix, sizes=sizes, kind=kind)
+    except ConfigError as e:
+        raise ArtifactCorrupt(f"{os.path.join(path, cname)}: {e}") from None
 
 
 def _expect(path: str, name: str, arr: np.ndarray, shape: tuple[Any, ...], dtype: Any) -> None:

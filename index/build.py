@@ -14,6 +14,7 @@ from .embeddings import Embeddings
 from .errors import ConfigError, DimensionMismatchError
 from .index import CompressedIndex, UserStore
 from .progress import progress
+from .semantic import Tokenizer, align, tokenize
 
 logger = logging.getLogger(__name__)
 
@@ -132,3 +133,58 @@ def build_index(
     )
     logger.info("built %r in %.2fs", index, time.perf_counter() - t0)
     return index
+
+
+def attach_semantic_ids(
+    index: CompressedIndex,
+    tokenizer: Tokenizer,
+    items: Embeddings,
+    *,
+    users: Embeddings | None = None,
+    seed: int = 0,
+) -> dict[str, object]:
+    """Tokenize the index's items (and, when ``users`` is given, the index's users) with a trained
+    RQ-VAE tokenizer and attach the semantic ids and their quality report to the index.
+
+    ``items`` / ``users`` are the embeddings the tokenizer reads (e.g. title embeddings), matched to the
+    index by id: they may hold more rows than the index, but must cover every indexed id.
+    Returns the manifest section (also stored in ``index.manifest["semantic_ids"]``).
+    """
+    t0 = time.perf_counter()
+    for emb, what in ((items, "item"), (users, "user")):
+        if emb is not None and emb.d != tokenizer.d:
+            raise DimensionMismatchError(
+                f"{emb.source}: {what} dimension ({emb.d}) does not match the tokenizer's input dimension "
+                f"({tokenizer.d})."
+            )
+    if users is not None and index.users is None:
+        raise ConfigError("users can be tokenized only in an index built with users (--users).")
+    xi = align(items, index.item_ids, "item")
+    xu = align(users, index.users.ids, "user") if users is not None and index.users is not None else None
+    # everything is computed before the index is touched: a failure leaves it as it was
+    sem_items, item_rep = tokenize(tokenizer, xi, index.item_ids, kind="item", seed=seed)
+    sem_users, user_rep = None, None
+    if xu is not None and index.users is not None:
+        sem_users, user_rep = tokenize(tokenizer, xu, index.users.ids, kind="user", seed=seed)
+    section: dict[str, object] = {
+        "levels": tokenizer.levels,
+        "codebook_sizes": tokenizer.sizes,
+        "string_form": "the L codes, then the dedup suffix, joined by '-'",
+        "tokenizer": {
+            **tokenizer.header(),
+            "path": tokenizer.path,
+            "fingerprint": tokenizer.fingerprint(),
+            "config": tokenizer.config,
+        },
+        "source": {
+            "items": {"path": items.source, "sha256": items.fingerprint()},
+            **({"users": {"path": users.source, "sha256": users.fingerprint()}} if users is not None else {}),
+        },
+        "items": item_rep,
+        "users": user_rep,
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+    index.semantic_items = sem_items
+    index.semantic_users = sem_users
+    index.manifest["semantic_ids"] = section
+    return section

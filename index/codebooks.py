@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import os
+import zipfile
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -289,7 +290,7 @@ def load_npz(p: str) -> dict[str, np.ndarray]:
     try:
         with np.load(p, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
-    except (ValueError, OSError, EOFError) as e:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
         raise ArtifactCorrupt(f"{p}: unreadable ({e}).") from None
 
 

@@ -44,6 +44,7 @@ from .errors import (
     UnknownItemError,
     UnknownUserError,
 )
+from .semantic import SemanticIds
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +100,8 @@ class CompressedIndex:
     manifest: dict[str, Any] = field(default_factory=dict)
     lut_path: LutPath = "pairs"
     path: str | None = None
+    semantic_items: SemanticIds | None = None  # rows aligned with item_ids
+    semantic_users: SemanticIds | None = None  # rows aligned with users.ids
 
     def __post_init__(self) -> None:
         n = len(self.codes)

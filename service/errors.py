@@ -2,10 +2,15 @@
 
     status  code                 raised by
     404     unknown_index        deps.get_index (name not configured)
-    404     unknown_user/_item   index.errors.UnknownIdError subclasses (code from the exception)
+    404     unknown_user/_item   index.errors.UnknownIdError subclasses (code from the exception); also
+                                 several ids at once (semantic-ids/lookup, details.unknown lists them)
+    404     unknown_semantic_id  semantic-ids/lookup: a well-formed semantic id no item/user has
+                                 (index.semantic.UnknownSemanticIdError maps here too)
+    404     no_semantic_ids      semantic-id routes on an index built without them, or whose users
+                                 were not tokenized (the message says how to build them)
     404     not_found            no such route
     405     method_not_allowed   route exists, method does not
-    413     batch_too_large      more queries than settings.max_batch
+    413     batch_too_large      more queries (or semantic-id lookups) than settings.max_batch
     413     exclude_too_large    more exclude_item_ids than settings.max_exclude
     422     malformed_json       the body is not JSON
     422     validation_error     wrong type / missing / unknown field (the message names the field)
@@ -14,6 +19,11 @@
     422     invalid_query        both or neither of id and vector
     422     invalid_k            k outside 1..settings.max_k
     422     dimension_mismatch   index.errors.DimensionMismatchError (message carries both dimensions)
+    422     invalid_prefix       semantic-id prefix: a code out of its level's range, not an integer, or
+                                 more codes than the levels (index.semantic.InvalidPrefixError)
+    422     invalid_semantic_id  semantic-ids/lookup: a string that is not "c1-...-cL-suffix" with in-range codes
+    422     invalid_cursor       semantic-ids/prefix: a cursor not issued by this service, issued for another
+                                 prefix or entity, or for another version of the index (InvalidCursorError)
     422     invalid_input        other index.errors.InputError (rerank without item vectors, zero cosine query)
     503     index_not_loaded     the named index failed to load (index.errors.ArtifactError also maps to 503)
     503     not_ready            /readyz while any configured index is not loaded
@@ -38,6 +48,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from index import ArtifactError, UnknownIdError, VqrecError
+from index.semantic import UnknownSemanticIdError
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +96,27 @@ class ExcludeTooLargeError(ServiceError):
     code = "exclude_too_large"
 
 
+class NoSemanticIdsError(ServiceError):
+    status_code = 404
+    code = "no_semantic_ids"
+
+
+class InvalidSemanticIdError(ServiceError):
+    status_code = 422
+    code = "invalid_semantic_id"
+
+
+class UnknownIdsError(ServiceError):
+    """Several ids at once (semantic-ids/lookup); the code names the kind: unknown_item, unknown_user or
+    unknown_semantic_id."""
+
+    status_code = 404
+
+    def __init__(self, code: str, message: str, *, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message, details=details)
+        self.code = code
+
+
 # ---- the body ----------------------------------------------------------------------------------
 def error_response(
     status_code: int,
@@ -102,7 +134,7 @@ def error_response(
 
 def status_for(exc: VqrecError) -> int:
     """404 for unknown ids, 503 for unusable artifacts, 422 for every other domain error (bad input)."""
-    if isinstance(exc, UnknownIdError):
+    if isinstance(exc, UnknownIdError | UnknownSemanticIdError):
         return 404
     if isinstance(exc, ArtifactError):
         return 503

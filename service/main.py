@@ -17,7 +17,7 @@ from threadpoolctl import threadpool_limits
 
 from .errors import install_error_handlers
 from .registry import Registry, load_registry
-from .routes import health, indexes, query
+from .routes import health, indexes, query, semantic
 from .settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -64,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(indexes.router)
     app.include_router(query.router)
+    app.include_router(semantic.router)
     return app
 
 

@@ -9,11 +9,20 @@
     BatchQueryResponse {"results": [[...], ...] (one list per query, in order), "index_version", "took_ms"}
 
 Ids may be JSON strings or integers; integers are turned into their decimal string.
+
+Semantic ids (string form "c1-...-cL-suffix", e.g. "12-5-200-0"):
+    SemanticIdResponse  {"index", "index_version", "entity", "id", "codes", "suffix", "semantic_id"}
+    LookupRequest       exactly one of "item_ids" | "user_ids" | "semantic_ids" (+ "entity" for the last),
+                        "allow_unknown": bool
+    LookupResponse      {"index", "index_version", "entity", "results": [SemanticEntry], "unknown": [str]}
+    PrefixRequest       {"prefix": [int], "entity": "item"|"user", "limit": 1..1000, "cursor": str|null}
+    PrefixResponse      {"index", "index_version", "entity", "prefix", "levels", "total", "results",
+                         "next_tokens": [{"token", "count"}], "next_is_suffix", "next_cursor"}
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import (
@@ -168,6 +177,20 @@ class IndexList(BaseModel):
     unavailable: list[UnavailableIndex] = Field(description="configured indexes that failed to load")
 
 
+class SemanticIdsSummary(BaseModel):
+    levels: int = Field(description="codes per semantic id (the dedup suffix comes after them)")
+    codebook_sizes: list[int] = Field(description="codes of level l are integers in 0..codebook_sizes[l]-1")
+    n_items: int
+    users_tokenized: bool = Field(description="users have semantic ids too (entity 'user' is served)")
+    n_users: int = Field(description="users with semantic ids (0 when not tokenized)")
+    tokenizer: dict[str, Any] = Field(description="the RQ-VAE tokenizer: kind, d, levels, fingerprint, ...")
+    items: dict[str, Any] = Field(
+        description="quality report of the item ids: per-level usage, collisions before dedup, max suffix, "
+        "reconstruction, neighbourhood preservation"
+    )
+    users: dict[str, Any] | None = Field(None, description="the same report for the users, when tokenized")
+
+
 class IndexDetail(BaseModel):
     name: str
     index_version: str
@@ -185,6 +208,9 @@ class IndexDetail(BaseModel):
     train_report: dict[str, Any]
     trainer_config: dict[str, Any]
     source: dict[str, Any]
+    semantic_ids: SemanticIdsSummary | None = Field(
+        None, description="the index's semantic ids (null when it was built without them)"
+    )
 
 
 class ItemInfo(BaseModel):
@@ -203,3 +229,123 @@ class Health(BaseModel):
 class Readiness(BaseModel):
     status: str
     indexes: dict[str, str] = Field(description="name -> index_version")
+
+
+# ---- semantic ids ------------------------------------------------------------------------------
+Entity = Literal["item", "user"]
+MAX_PAGE = 1000  # results per semantic-ids/prefix page
+
+
+class SemanticEntry(TypedDict):
+    """One entity's semantic id (a TypedDict: a page holds up to 1000 of them)."""
+
+    id: str
+    codes: Annotated[list[int], Field(description="one code per level")]
+    suffix: Annotated[int, Field(description="dedup suffix: 0 for the first entity with these codes, 1, ...")]
+    semantic_id: Annotated[str, Field(description='string form: the codes then the suffix, joined by "-"')]
+
+
+class SemanticIdResponse(BaseModel):
+    index: str
+    index_version: str
+    entity: Entity
+    id: str = Field(description="the item or user id asked for")
+    codes: list[int] = Field(description="one code per level")
+    suffix: int = Field(description="dedup suffix: 0 for the first entity with these codes, 1, ...")
+    semantic_id: str = Field(description='e.g. "12-5-200-0": the codes, then the suffix')
+
+
+class LookupRequest(BaseModel):
+    """Exactly one of item_ids, user_ids, semantic_ids (at most settings.max_batch ids)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    item_ids: list[Id] | None = Field(None, description="items whose semantic ids are wanted")
+    user_ids: list[Id] | None = Field(None, description="users whose semantic ids are wanted")
+    semantic_ids: list[Annotated[str, Strict()]] | None = Field(
+        None, description='semantic ids ("12-5-200-0") to resolve to the item (or, with entity "user", user)'
+    )
+    entity: Entity | None = Field(
+        None, description='with semantic_ids: "item" (default) or "user"; with item_ids/user_ids it must agree'
+    )
+    allow_unknown: Annotated[bool, Strict()] = Field(
+        False, description="false: any unknown id is a 404 naming them; true: they are listed in 'unknown'"
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> LookupRequest:
+        given = [f for f in ("item_ids", "user_ids", "semantic_ids") if getattr(self, f) is not None]
+        if len(given) != 1:
+            raise PydanticCustomError(
+                "invalid_query",
+                "exactly one of item_ids, user_ids or semantic_ids is required, got {got}",
+                {"got": " and ".join(given) if given else "none"},
+            )
+        implied = {"item_ids": "item", "user_ids": "user"}.get(given[0])
+        if implied is not None and self.entity not in (None, implied):
+            raise PydanticCustomError(
+                "invalid_query",
+                "entity '{entity}' contradicts {field} (entity is only needed with semantic_ids)",
+                {"entity": str(self.entity), "field": given[0]},
+            )
+        return self
+
+    @property
+    def kind(self) -> Entity:
+        if self.user_ids is not None:
+            return "user"
+        if self.item_ids is not None:
+            return "item"
+        return self.entity or "item"
+
+
+class LookupResponse(BaseModel):
+    index: str
+    index_version: str
+    entity: Entity
+    results: list[SemanticEntry] = Field(description="one per known id, in request order (repeats kept)")
+    unknown: list[str] = Field(
+        description="ids (or semantic ids) that matched nothing, in request order, each once; only with "
+        "allow_unknown (otherwise they are a 404)"
+    )
+
+
+# any JSON value in the schema's place: each element is checked by SemanticIds.check_prefix, so a code that
+# is not an integer (2.5, "3", true) is an invalid_prefix like an out-of-range one, not a validation_error
+PrefixCode = Annotated[Any, WithJsonSchema({"type": "integer", "minimum": 0})]
+
+
+class PrefixRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    prefix: list[PrefixCode] = Field(
+        default_factory=list,
+        description="the first codes of a semantic id, at most `levels` of them ([] = every entity); code l "
+        "must be in 0..codebook_sizes[l]-1",
+    )
+    entity: Entity = "item"
+    limit: Annotated[int, Strict()] = Field(100, ge=1, le=MAX_PAGE, description="results per page (1..1000)")
+    cursor: Annotated[str, Strict()] | None = Field(
+        None, description="next_cursor of the previous page, sent with the same prefix and entity"
+    )
+
+
+class NextToken(TypedDict):
+    token: int
+    count: Annotated[int, Field(description="entities under prefix + [token]")]
+
+
+class PrefixResponse(BaseModel):
+    index: str
+    index_version: str
+    entity: Entity
+    prefix: list[int]
+    levels: int
+    total: int = Field(description="entities whose semantic id starts with the prefix (0: a dead end)")
+    results: list[SemanticEntry] = Field(description="this page, in semantic-id order (codes, then suffix)")
+    next_tokens: list[NextToken] = Field(
+        description="the codes that can follow the prefix (ascending), each with its entity count; "
+        "when len(prefix) == levels they are the dedup suffixes"
+    )
+    next_is_suffix: bool = Field(description="len(prefix) == levels: next_tokens are suffixes, not codes")
+    next_cursor: str | None = Field(description="null on the last page")

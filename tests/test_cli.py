@@ -129,10 +129,15 @@ def test_eval_hit_rate(data: Path, built: Path) -> None:
 def test_help_lists_every_step() -> None:
     code, out = invoke("--help")
     assert code == 0
-    for cmd in ("train", "build", "eval", "serve", "demo"):
+    for cmd in ("train", "build", "eval", "serve", "demo", "embed"):
         assert cmd in out
         c, o = invoke(cmd, "--help")
         assert c == 0 and "Usage" in o
+    code, out = invoke("train", "--help")
+    for method in ("pq", "opq", "rq", "rqvae", "cove", "bpr"):
+        assert method in out
+        c, o = invoke("train", method, "--help")
+        assert c == 0 and "Usage" in o, (method, o)
 
 
 @pytest.mark.parametrize(

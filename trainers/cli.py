@@ -232,11 +232,27 @@ def build(
     ] = True,
     eval_queries: Annotated[int, typer.Option(help="Queries sampled for the evaluation.")] = 1000,
     batch_size: Annotated[int, typer.Option(help="Items encoded per batch.")] = 65536,
+    semantic_ids: Annotated[
+        str | None,
+        typer.Option(help="Tokenizer artifact (`vqrec train rqvae`): give every item a semantic id (codes + suffix)."),
+    ] = None,
+    semantic_items: Annotated[
+        str | None,
+        typer.Option(help="Embeddings the tokenizer reads for items, matched by id (default: --items), e.g. titles."),
+    ] = None,
+    semantic_item_ids: Annotated[str | None, typer.Option(help="Ids file for --semantic-items .npy.")] = None,
+    tokenize_users: Annotated[
+        bool, typer.Option(help="Give users semantic ids too (from --semantic-users, default --users).")
+    ] = False,
+    semantic_users: Annotated[
+        str | None, typer.Option(help="Embeddings the tokenizer reads for users, matched by id (default: --users).")
+    ] = None,
+    semantic_user_ids: Annotated[str | None, typer.Option(help="Ids file for --semantic-users .npy.")] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing index at --out.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Encode items with trained codebooks into an index artifact: codes, precomputed lookups,
-    id maps, optional user/item vectors, manifest with checksums and the evaluation report."""
+    id maps, optional user/item vectors and semantic ids, manifest with checksums and the evaluation report."""
     from index.artifact import save_index
     from index.build import build_index
     from index.codebooks import Codebooks
@@ -260,6 +276,20 @@ def build(
             batch_size=batch_size,
             show_progress=not quiet,
         )
+        if semantic_ids:
+            from index.build import attach_semantic_ids
+            from index.semantic import Tokenizer
+
+            if tokenize_users and us is None:
+                raise VqrecError("--tokenize-users needs --users (the index's users).")
+            tok = Tokenizer.load(semantic_ids)
+            s_items = load_embeddings(semantic_items, semantic_item_ids) if semantic_items else it
+            s_users = None
+            if tokenize_users:
+                s_users = load_embeddings(semantic_users, semantic_user_ids) if semantic_users else us
+            attach_semantic_ids(index, tok, s_items, users=s_users)
+        elif semantic_items or tokenize_users or semantic_users:
+            raise VqrecError("--semantic-items / --tokenize-users / --semantic-users need --semantic-ids TOKENIZER.")
         report = evaluate_index(index, it, us, nq=eval_queries) if evaluate else {}
         manifest = save_index(index, out, overwrite=force, evaluation=report)
     except VqrecError as e:
@@ -278,6 +308,17 @@ def build(
         if "user_to_item_rerank" in report:
             rows["  with rerank"] = report["user_to_item_rerank"]["recall@10"]
         rows[f"item->item recall@10 ({report['item_to_item']['metric']})"] = report["item_to_item"]["recall@10"]
+    sem = manifest.get("semantic_ids")
+    if sem:
+        for kind in ("items", "users"):
+            rep = sem.get(kind)
+            if rep:
+                rows[f"semantic ids ({kind})"] = (
+                    f"{rep['n']} ids, {sem['levels']} levels, codes used "
+                    + ", ".join(f"{lv['used']}/{lv['codebook_size']}" for lv in rep["levels"])
+                    + f"; collisions before dedup {rep['collisions_before_dedup']['collision_rate']:.4f}, "
+                    f"after {rep['collisions_after_dedup']}"
+                )
     _summary(f"index written to {out}", rows)
 
 

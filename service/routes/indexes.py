@@ -1,4 +1,5 @@
-"""Index metadata routes: the list, one index's manifest summary, one item's stored codes."""
+"""Index metadata routes: the list, one index's manifest summary (with its semantic ids), one item's stored
+codes."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from fastapi import APIRouter
 from index import CompressedIndex
 
 from ..deps import IndexDep, RegistryDep
-from ..schemas import IndexDetail, IndexList, IndexSummary, ItemInfo, UnavailableIndex
+from ..schemas import IndexDetail, IndexList, IndexSummary, ItemInfo, SemanticIdsSummary, UnavailableIndex
 
 router = APIRouter(prefix="/v1/indexes", tags=["indexes"])
 
@@ -30,6 +31,27 @@ def summarize(name: str, index: CompressedIndex) -> IndexSummary:
     )
 
 
+def semantic_summary(index: CompressedIndex) -> SemanticIdsSummary | None:
+    """What the index's semantic ids are (None when it has none): levels, codebook sizes, counts, the
+    tokenizer and the quality reports stored at build time (manifest ``semantic_ids``)."""
+    items, users = index.semantic_items, index.semantic_users
+    sem = items if items is not None else users
+    if sem is None:
+        return None
+    meta = index.manifest.get("semantic_ids")
+    meta = meta if isinstance(meta, dict) else {}
+    return SemanticIdsSummary(
+        levels=sem.levels,
+        codebook_sizes=[int(k) for k in sem.sizes],
+        n_items=len(items) if items is not None else 0,
+        users_tokenized=users is not None,
+        n_users=len(users) if users is not None else 0,
+        tokenizer=meta.get("tokenizer") or {},
+        items=(meta.get("items") or {}) if items is not None else {},
+        users=(meta.get("users") or {}) if users is not None else None,
+    )
+
+
 @router.get("", response_model=IndexList, summary="the configured indexes")
 def list_indexes(registry: RegistryDep) -> IndexList:
     return IndexList(
@@ -38,7 +60,7 @@ def list_indexes(registry: RegistryDep) -> IndexList:
     )
 
 
-@router.get("/{name}", response_model=IndexDetail, summary="one index: method, counts, bytes, evaluation")
+@router.get("/{name}", response_model=IndexDetail, summary="one index: method, counts, bytes, evaluation, semantic ids")
 def get_index_detail(name: str, index: IndexDep) -> IndexDetail:
     m = index.manifest
     return IndexDetail(
@@ -58,6 +80,7 @@ def get_index_detail(name: str, index: IndexDep) -> IndexDetail:
         train_report=m.get("train_report", {}),
         trainer_config=m.get("trainer_config", {}),
         source=m.get("source", {}),
+        semantic_ids=semantic_summary(index),
     )
 
 

@@ -135,7 +135,7 @@ def test_manifest_fields(built, tmp_path):
     path = tmp_path / "idx"
     manifest = save_index(index, str(path))
     assert manifest["artifact"] == "index"
-    assert manifest["format_version"] == INDEX_FORMAT_VERSION == 1
+    assert manifest["format_version"] == INDEX_FORMAT_VERSION == 2
     assert re.fullmatch(r"\d{8}T\d{6}Z-[0-9a-f]{10}", manifest["index_version"])
     assert manifest["n_items"] == 2000 and manifest["d"] == 32 and manifest["n_users"] == 100
     assert manifest["metric"] == "ip" and manifest["similar_metric"] == "cosine"
@@ -198,7 +198,7 @@ def test_manifest_not_json(saved):
 def test_wrong_format_version(saved):
     mpath = saved / "manifest.json"
     mpath.write_text(json.dumps({**json.loads(mpath.read_text()), "format_version": 99}))
-    with pytest.raises(FormatVersionError, match=r"manifest\.json: format_version 99 .*reads \[1\]"):
+    with pytest.raises(FormatVersionError, match=r"manifest\.json: format_version 99 .*reads \[1, 2\]"):
         load_index(str(saved))
 
 
