@@ -102,3 +102,47 @@ def test_walkthrough_on_movielens(tmp_path: Path, server, free_port) -> None:
         assert r.status_code == 200 and len(r.json()["results"]) == 10
         r = httpx.post(f"{base}/v1/indexes/ml100k/similar", json={"item_id": "1", "k": 10})
         assert r.status_code == 200 and "1" not in [x["id"] for x in r.json()["results"]]
+
+
+def test_learned_quantizers_and_semantic_ids(tmp_path: Path, server, free_port) -> None:
+    """The README's semantic-ID walkthrough: embed titles, train a CoST tokenizer, build an ALS index with
+    title semantic ids, serve it and answer every curl example."""
+    if not ML100K.is_dir() or not (SHARED / "data" / "ml-100k" / "u.item").exists():
+        pytest.skip(f"needs {SHARED / 'data'} (MovieLens-100k and its ALS embeddings, ../shared beside the repo)")
+    work = tmp_path / "repo"
+    work.mkdir()
+    (tmp_path / "shared").symlink_to(SHARED)
+    block = bash_blocks()[4]
+    lines = [ln for ln in block.splitlines() if ln.startswith("vqrec ")]
+    steps = [" ".join(ln.split()[1:3]) for ln in lines]
+    assert steps[:4] == ["embed --items", "train rqvae", "train pq", "build --codebooks"], steps
+    env = {**os.environ, "VQREC_PROGRESS": "0"}
+    serve_line = next(ln for ln in lines if ln.split()[1] == "serve")
+    for line in lines:
+        if line is serve_line:
+            continue
+        p = subprocess.run(vqrec_argv(line), cwd=work, env=env, capture_output=True, text=True, timeout=600)
+        assert p.returncode == 0, (line, p.stdout, p.stderr)
+    manifest = json.loads((work / "runs" / "semantic" / "ml100k" / "manifest.json").read_text())
+    sem = manifest["semantic_ids"]
+    assert sem["levels"] == 3 and sem["items"]["n"] == manifest["n_items"] == 1447
+    assert sem["items"]["collisions_after_dedup"] == 0
+    assert sem["tokenizer"]["loss"] == "contrastive"
+    curls = [ln for ln in block.splitlines() if ln.startswith("curl ")]
+    assert len(curls) >= 3
+    port = free_port()
+    with server(vqrec_argv(serve_line), port, env=serve_env(port), cwd=work, timeout=180):
+        for line in curls:
+            cmd = line.replace("localhost:8000", f"127.0.0.1:{port}")
+            out = subprocess.run(
+                ["bash", "-c", cmd + " -w '\\n%{http_code}'"], capture_output=True, text=True, timeout=30, check=True
+            ).stdout
+            body, code = out.rsplit("\n", 1)
+            assert code == "200", (line, body)
+            data = json.loads(body)
+            if "/prefix" in line:
+                assert data["total"] == 1447 and len(data["results"]) == 3 and data["next_tokens"]
+            if "/lookup" in line:
+                assert data["unknown"] == ["nope"] and [r["id"] for r in data["results"]] == ["50", "172"]
+            if line.endswith("/semantic-id"):
+                assert len(data["codes"]) == 3 and data["semantic_id"].count("-") == 3
