@@ -40,6 +40,17 @@ def serve_env(port: int) -> dict[str, str]:
     return {"VQREC_PORT": str(port), "VQREC_HOST": "127.0.0.1", "VQREC_PROGRESS": "0"}
 
 
+def run_curl(line: str, port: int) -> dict:  # type: ignore[type-arg]
+    """Run one README curl line against 127.0.0.1:``port``; assert HTTP 200 and return the JSON body."""
+    cmd = line.replace("localhost:8000", f"127.0.0.1:{port}")
+    out = subprocess.run(
+        ["bash", "-c", cmd + " -w '\\n%{http_code}'"], capture_output=True, text=True, timeout=30, check=True
+    ).stdout
+    body, code = out.rsplit("\n", 1)
+    assert code == "200", (line, body)
+    return json.loads(body)
+
+
 def test_two_commands_and_ci() -> None:
     blocks = bash_blocks()
     assert blocks[0].strip() == 'pip install -e ".[service]" && vqrec demo'
@@ -55,13 +66,7 @@ def test_demo_serves_every_curl_example(tmp_path: Path, server, free_port) -> No
     port = free_port()
     with server(vqrec_argv(demo), port, env=serve_env(port), cwd=tmp_path, timeout=300):
         for line in curls:
-            cmd = line.replace("localhost:8000", f"127.0.0.1:{port}")
-            out = subprocess.run(
-                ["bash", "-c", cmd + " -w '\\n%{http_code}'"], capture_output=True, text=True, timeout=30, check=True
-            ).stdout
-            body, code = out.rsplit("\n", 1)
-            assert code == "200", (line, body)
-            data = json.loads(body)
+            data = run_curl(line, port)
             assert "error" not in data, (line, data)
             if "/recommend" in line or "/similar" in line:
                 assert data["results"] and data["index_version"], (line, data)
@@ -133,13 +138,7 @@ def test_learned_quantizers_and_semantic_ids(tmp_path: Path, server, free_port) 
     port = free_port()
     with server(vqrec_argv(serve_line), port, env=serve_env(port), cwd=work, timeout=180):
         for line in curls:
-            cmd = line.replace("localhost:8000", f"127.0.0.1:{port}")
-            out = subprocess.run(
-                ["bash", "-c", cmd + " -w '\\n%{http_code}'"], capture_output=True, text=True, timeout=30, check=True
-            ).stdout
-            body, code = out.rsplit("\n", 1)
-            assert code == "200", (line, body)
-            data = json.loads(body)
+            data = run_curl(line, port)
             if "/prefix" in line:
                 assert data["total"] == 1447 and len(data["results"]) == 3 and data["next_tokens"]
             if "/lookup" in line:

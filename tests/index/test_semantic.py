@@ -10,7 +10,6 @@ The tokenizers are random numpy weights (no torch); codebooks are drawn from the
 from __future__ import annotations
 
 import base64
-import hashlib
 import itertools
 import json
 import re
@@ -21,6 +20,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import pytest
+from test_artifact import npy_bytes, rewrite  # artifact-surgery helpers (same directory)
 
 from index import (
     ArtifactCorrupt,
@@ -568,19 +568,6 @@ def test_tokenizer_save_load_round_trip(saved_tokenizer):
     assert other.fingerprint() != tok.fingerprint()
 
 
-def rewrite(path: Path, name: str, data: bytes | None) -> None:
-    """Replace (or with None delete) one file, keeping the manifest's size and sha256 consistent."""
-    mpath = path / "manifest.json"
-    manifest = json.loads(mpath.read_text())
-    if data is None:
-        (path / name).unlink()
-        del manifest["files"][name]
-    else:
-        (path / name).write_bytes(data)
-        manifest["files"][name] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
-    mpath.write_text(json.dumps(manifest))
-
-
 def edit_manifest(path: Path, **changes: Any) -> None:
     mpath = path / "manifest.json"
     mpath.write_text(json.dumps({**json.loads(mpath.read_text()), **changes}))
@@ -951,12 +938,6 @@ def copy(built, tmp_path) -> Path:
     path = tmp_path / "idx"
     shutil.copytree(built.path, path)
     return path
-
-
-def npy_bytes(arr: np.ndarray, tmp: Path) -> bytes:
-    p = tmp / "scratch.npy"
-    np.save(p, arr)
-    return p.read_bytes()
 
 
 def test_corrupted_semantic_codes(copy):
