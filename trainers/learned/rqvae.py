@@ -28,11 +28,9 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import json
 import logging
 import os
 import time
-import tomllib
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +41,7 @@ from index.embeddings import Embeddings
 from index.errors import ConfigError
 from index.progress import progress
 from index.semantic import INPUT_NORMS, Tokenizer, assign_suffixes, semantic_report
+from trainers.config import config_from_dict, parse_bool, read_config_file
 
 from ._torch import require_torch
 
@@ -117,21 +116,13 @@ class RQVAEConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RQVAEConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown config keys {unknown}; known keys: {sorted(known)}.")
-        return cls(**data)
+        return config_from_dict(cls, data)
 
 
 def _parse_value(key: str, raw: str, default: Any) -> Any:
     try:
         if isinstance(default, bool):
-            if raw.lower() in ("1", "true", "yes", "on"):
-                return True
-            if raw.lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError
+            return parse_bool(raw)
         if isinstance(default, int):
             return int(raw)
         if isinstance(default, float):
@@ -149,18 +140,7 @@ def load_rqvae_config(
 ) -> RQVAEConfig:
     """defaults (or ``base``: a resumed checkpoint's config) < file (JSON or TOML) < --set key=value <
     explicit keyword arguments (non-None)."""
-    data: dict[str, Any] = dict(base or {})
-    if path:
-        if not os.path.exists(path):
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            with open(path, "rb") as f:
-                loaded = tomllib.load(f) if path.endswith(".toml") else json.load(f)
-        except (json.JSONDecodeError, tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-            raise ConfigError(f"{path}: cannot parse config: {e}") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: config must be an object/table.")
-        data.update(loaded)
+    data: dict[str, Any] = {**(base or {}), **read_config_file(path)}
     defaults = RQVAEConfig()
     for item in overrides or []:
         if "=" not in item:
