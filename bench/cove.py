@@ -19,22 +19,19 @@ Results are printed and written as JSON under /tmp.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .data import DATA_ROOT, REPO, K
+from .serving import serve
 from .timing import log
 
 METHODS = ("pq", "opq", "rq")
@@ -48,49 +45,6 @@ def _cli(*args: str, timeout: float = 600.0) -> str:
     if r.returncode != 0:
         raise RuntimeError(f"{' '.join(args[:2])} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
     return r.stdout
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextlib.contextmanager
-def _serve(index_root: str, *, timeout: float = 90.0) -> Iterator[str]:
-    """``vqrec serve`` in its own process group until /readyz is 200 (bounded); always stopped."""
-    import httpx
-
-    port = _free_port()
-    logf = tempfile.TemporaryFile(mode="w+")
-    cmd = [sys.executable, "-m", "trainers.cli", "serve", "--index-root", index_root, "--port", str(port)]
-    cmd += ["--log-level", "warning"]
-    env = {**os.environ, "VQREC_PROGRESS": "0"}
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                logf.seek(0)
-                raise RuntimeError(f"vqrec serve exited with {proc.returncode}:\n{logf.read()[-3000:]}")
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"vqrec serve not ready after {timeout}s")
-            time.sleep(0.2)
-        yield base
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=20)
-        logf.close()
 
 
 def _mean_std(v: list[float]) -> dict[str, float]:
@@ -166,7 +120,7 @@ def served(work: Path, train_tsv: str, test_tsv: str, seeds: int) -> dict[str, A
                     "code_bytes_per_item": im["bytes"]["code_bytes_per_item"],
                     "recall@10_vs_exact": im["evaluation"]["user_to_item"]["recall@10"],
                 }
-    with _serve(str(root)) as base, httpx.Client(base_url=base, timeout=30) as client:
+    with serve(str(root)) as base, httpx.Client(base_url=base, timeout=30) as client:
         for name, row in out["indexes"].items():
             hits = errors = 0
             t0 = time.perf_counter()

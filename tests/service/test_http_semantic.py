@@ -26,6 +26,7 @@ from urllib.parse import quote
 
 import numpy as np
 import pytest
+from test_http_errors import Case, send  # the error-case table's shape and sender (same directory)
 
 from index import Embeddings, build_index, save_index
 from index.build import attach_semantic_ids
@@ -326,14 +327,6 @@ def test_openapi_lists_the_routes(sc):
 
 
 # ---- errors --------------------------------------------------------------------------------------
-class Case(NamedTuple):
-    method: str
-    path: str
-    body: Any  # dict -> json=..., str -> raw JSON text, None -> no body
-    status: int
-    code: str
-    words: tuple[str, ...]
-
 
 LOOKUP, PREFIX = f"{URL}/semantic-ids/lookup", f"{URL}/semantic-ids/prefix"
 TOO_LONG = "vqrec build ... --semantic-ids TOKENIZER_DIR"
@@ -539,14 +532,6 @@ CASES = {
     ),
     "prefix by GET": Case("GET", PREFIX, None, 405, "method_not_allowed", ()),
 }
-
-
-def send(client, case: Case):
-    if isinstance(case.body, dict):
-        return client.request(case.method, case.path, json=case.body)
-    if isinstance(case.body, str):
-        return client.request(case.method, case.path, content=case.body, headers={"content-type": "application/json"})
-    return client.request(case.method, case.path)
 
 
 @pytest.mark.parametrize("case", list(CASES.values()), ids=list(CASES))
