@@ -17,8 +17,3 @@ def require_torch() -> ModuleType:
         raise ConfigError(f"this command needs torch (the 'train' extra): {INSTALL_HINT}") from None
     return torch
 
-
-def seed_everything(seed: int) -> None:
-    """Seed torch's global generator; trainers also keep their own generators for data order."""
-    torch = require_torch()
-    torch.manual_seed(seed)

@@ -295,7 +295,6 @@ class TrainState:
                 "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
                 "generator": self.gen.get_state(),
-                "torch_rng": torch.get_rng_state(),
                 "epoch": self.epoch,
                 "step": self.step,
                 "kmeans_done": self.kmeans_done,
@@ -357,7 +356,6 @@ def load_checkpoint(data: bytes | str, d: int, cfg: RQVAEConfig) -> TrainState:
         g["lr"] = cfg.lr
         g["weight_decay"] = cfg.weight_decay
     st.gen.set_state(ck["generator"])
-    torch.set_rng_state(ck["torch_rng"])
     st.epoch, st.step, st.kmeans_done = int(ck["epoch"]), int(ck["step"]), bool(ck["kmeans_done"])
     st.resets, st.history = list(ck["resets"]), list(ck["history"])
     return st
