@@ -15,6 +15,16 @@ class Loss(StrEnum):
     both = "both"
 
 
+def collapse_warnings(levels: list[dict], min_utilization: float = 0.5) -> list[str]:  # type: ignore[type-arg]
+    """One warning per level of a tokenizer report that uses fewer than ``min_utilization`` of its codes."""
+    return [
+        f"warning: level {lv['level']} uses only {lv['used']} of {lv['codebook_size']} codes: the encoder "
+        "collapsed (seen with the contrastive loss at temperature 0.5); try the defaults or another --seed."
+        for lv in levels
+        if lv["utilization"] < min_utilization
+    ]
+
+
 def register(app: typer.Typer, train_app: typer.Typer) -> None:
     """Add ``train rqvae`` to the ``vqrec`` app."""
     train_app.command("rqvae")(rqvae)
@@ -87,6 +97,8 @@ def rqvae(
     rep = tok.report
     q = rep["quality"]
     nb = q["neighbourhood"]
+    for line in collapse_warnings(q["levels"]):
+        typer.echo(line, err=True)
     _summary(
         f"tokenizer written to {out}",
         {

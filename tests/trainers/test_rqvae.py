@@ -190,6 +190,7 @@ def test_cli_trains_writes_the_artifact_and_builds_semantic_ids(tmp_path: Path, 
               "--loss", "contrastive", *sets)  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert "tokenizer written to" in r.stdout and "codes used per level" in r.stdout
+    assert "warning" not in r.stderr
     m = json.loads((tok_dir / "manifest.json").read_text())
     assert m["artifact"] == "tokenizer" and m["loss"] == "contrastive" and m["codebook_sizes"] == [16, 16, 16]
     assert m["config"]["epochs"] == 2 and m["config"]["latent_dim"] == 8
@@ -218,6 +219,18 @@ def test_cli_trains_writes_the_artifact_and_builds_semantic_ids(tmp_path: Path, 
     tok = Tokenizer.load(str(tok_dir))
     np.testing.assert_array_equal(index.semantic_items.codes, tok.encode(recsys.items.vectors))
     assert index.semantic_users is not None and len(index.semantic_users) == len(recsys.users.ids)
+
+
+def test_collapsed_levels_are_named() -> None:
+    from trainers.cli_rqvae import collapse_warnings
+
+    levels = [
+        {"level": 0, "used": 250, "codebook_size": 256, "utilization": 250 / 256},
+        {"level": 1, "used": 1, "codebook_size": 256, "utilization": 1 / 256},
+    ]
+    (warning,) = collapse_warnings(levels)
+    assert warning.startswith("warning: level 1 uses only 1 of 256 codes")
+    assert collapse_warnings(levels[:1]) == []
 
 
 def test_cli_errors_leave_nothing_behind(tmp_path: Path, recsys) -> None:
