@@ -16,7 +16,7 @@ from index import ConfigError, InputError, load_embeddings
 from index.embeddings import Embeddings
 from index.eval import exact_hit_rate, read_pairs
 
-torch = pytest.importorskip("torch")
+torch = pytest.importorskip("torch", reason="needs torch (the 'train' extra: pip install torch==2.13.0)")
 
 from trainers.cli import app  # noqa: E402
 from trainers.learned.cove import (  # noqa: E402
