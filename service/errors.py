@@ -1,6 +1,8 @@
 """One error body everywhere: ``{"error": {"code": "...", "message": "...", "details": {...}?}}``.
 
     status  code                 raised by
+    401     unauthorized         auth: no API key, or an unknown one (with WWW-Authenticate: Bearer)
+    403     forbidden            auth: a read key on an admin route (/v1/admin/*, /metrics when not public)
     404     unknown_index        deps.get_index (name not configured)
     404     unknown_user/_item   index.errors.UnknownIdError subclasses (code from the exception); also
                                  several ids at once (semantic-ids/lookup, details.unknown lists them)
@@ -29,6 +31,9 @@
     503     not_ready            /readyz while any configured index is not loaded
     500     internal             anything unexpected: logged with traceback and a request id; the client
                                  sees only the request id
+
+Every response carries ``X-Request-ID`` (the caller's when sane, else a new uuid4 hex): set once per
+request by service.metrics.ObservabilityMiddleware (``scope["state"]["request_id"]``), reused here.
 
 Domain errors from ``index/`` carry their own ``code``; this module only picks the status.
 """
@@ -59,11 +64,23 @@ class ServiceError(Exception):
 
     status_code = 500
     code = "internal"
+    headers: dict[str, str] | None = None
 
     def __init__(self, message: str, *, details: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.details = details
+
+
+class UnauthorizedError(ServiceError):
+    status_code = 401
+    code = "unauthorized"
+    headers = {"WWW-Authenticate": "Bearer"}
+
+
+class ForbiddenError(ServiceError):
+    status_code = 403
+    code = "forbidden"
 
 
 class UnknownIndexError(ServiceError):
@@ -198,7 +215,7 @@ def validation_error_response(errors: Sequence[Any]) -> JSONResponse:
 # ---- handlers ----------------------------------------------------------------------------------
 async def _service_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceError)
-    return error_response(exc.status_code, exc.code, exc.message, details=exc.details)
+    return error_response(exc.status_code, exc.code, exc.message, details=exc.details, headers=exc.headers)
 
 
 async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
@@ -226,17 +243,22 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, code, message, headers=exc.headers)
 
 
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
 def request_id_of(scope: Scope) -> str:
-    """The caller's X-Request-ID when it is a sane token, else a new random one."""
+    """This request's id: the one already chosen for it (scope state), else the caller's X-Request-ID
+    when it is a sane token (at most 128 of ``A-Z a-z 0-9 . _ : -``), else a new uuid4 hex."""
+    state = scope.get("state")
+    if isinstance(state, dict) and "request_id" in state:
+        return str(state["request_id"])
     for key, value in scope.get("headers", []):
         if key == b"x-request-id":
             rid = value.decode("latin-1")
             if _REQUEST_ID.match(rid):
                 return rid
-    return uuid.uuid4().hex[:16]
+            break
+    return uuid.uuid4().hex
 
 
 class InternalErrorMiddleware:
@@ -265,7 +287,13 @@ class InternalErrorMiddleware:
             await self.app(scope, receive, send_tracking)
         except Exception:
             rid = request_id_of(scope)
-            logger.exception("internal error, request id %s: %s %s", rid, scope.get("method"), scope.get("path"))
+            logger.exception(
+                "internal error, request id %s: %s %s",
+                rid,
+                scope.get("method"),
+                scope.get("path"),
+                extra={"request_id": rid},
+            )
             if started:  # too late for an error body
                 raise
             response = error_response(

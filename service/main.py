@@ -4,18 +4,25 @@
     vqrec serve ...                                  (service.main.run(settings))
 
 Nothing happens at import: no settings read, no index loaded (and no torch imported, ever).
+
+Auth (service.auth): read key on /v1/indexes/..., admin key on /v1/admin/...; /healthz, /readyz, /docs,
+/openapi.json open; /metrics open unless settings.metrics_public is false. No key configured = auth off.
+Observability (service.metrics): X-Request-ID on every response, /metrics, the vqrec.access log.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from threadpoolctl import threadpool_limits
 
+from .auth import AdminAuth, KeyRing, ReadAuth, admin_router
 from .errors import install_error_handlers
+from .metrics import Metrics, ObservabilityMiddleware, RequestIdFilter, metrics_endpoint
 from .registry import Registry, load_registry
 from .routes import health, indexes, query, semantic
 from .settings import Settings
@@ -30,8 +37,10 @@ def configure_logging(level: str) -> None:
     if not root.handlers:
         logging.basicConfig(
             level=level.upper() if level != "trace" else "DEBUG",
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+            format="%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s",
         )
+        for handler in root.handlers:
+            handler.addFilter(RequestIdFilter())
 
 
 @asynccontextmanager
@@ -43,6 +52,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     threadpool_limits(limits=1, user_api="blas")
     # blocking on purpose: the server accepts requests only once the indexes are loaded (or failed)
     app.state.registry = load_registry(settings.index_root, settings.indexes, verify=settings.verify_checksums)
+    app.state.registry_loaded_at = time.time()
+    ring: KeyRing = app.state.keyring
+    if ring.enabled:  # counts only: keys are never logged
+        logger.info("API keys: %d read, %d admin", len(ring.read), len(ring.admin))
+    else:
+        logger.warning("no API key configured (VQREC_API_KEYS / VQREC_ADMIN_KEYS): authentication is off")
     try:
         yield
     finally:
@@ -60,11 +75,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.registry = Registry()  # empty until the lifespan runs: /readyz answers 503
+    app.state.keyring = KeyRing(settings)
+    app.state.metrics = metrics = Metrics(app)
     install_error_handlers(app)
+    app.add_middleware(ObservabilityMiddleware, metrics=metrics)  # added last: outermost, sees every answer
     app.include_router(health.router)
-    app.include_router(indexes.router)
-    app.include_router(query.router)
-    app.include_router(semantic.router)
+    app.include_router(indexes.router, dependencies=[ReadAuth])
+    app.include_router(query.router, dependencies=[ReadAuth])
+    app.include_router(semantic.router, dependencies=[ReadAuth])
+    app.include_router(admin_router)
+    observability = APIRouter(tags=["observability"], dependencies=[] if settings.metrics_public else [AdminAuth])
+    observability.add_api_route(
+        "/metrics", metrics_endpoint, methods=["GET"], summary="Prometheus metrics", include_in_schema=True
+    )
+    app.include_router(observability)
     return app
 
 

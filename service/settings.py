@@ -4,6 +4,12 @@
                                            or one index artifact directory
     VQREC_INDEXES=movies,books             optional: which of them to load (JSON list or commas)
     VQREC_MAX_K=100  VQREC_PORT=8080 ...
+    VQREC_API_KEYS=k1,k2                   read keys (queries, index metadata); JSON list or commas
+    VQREC_ADMIN_KEYS=a1                    admin keys (/v1/admin/*; they may also read)
+    VQREC_METRICS_PUBLIC=true              /metrics without a key (false: an admin key is needed)
+
+No key configured (neither list) = authentication off. Keys are SecretStr: repr, str and logs show
+``**********``, never the key.
 
 Read once, in ``create_app`` (or by the caller that passes a ``Settings`` to it); never at import.
 """
@@ -13,7 +19,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from index import MAX_K
@@ -22,7 +28,8 @@ LogLevel = Literal["critical", "error", "warning", "info", "debug", "trace"]
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="VQREC_", extra="ignore")
+    # hide_input_in_errors: a rejected key must not be echoed in the validation error (it reaches logs)
+    model_config = SettingsConfigDict(env_prefix="VQREC_", extra="ignore", hide_input_in_errors=True)
 
     index_root: str = Field(description="directory of index artifacts (name = subdirectory), or one artifact")
     indexes: Annotated[list[str] | None, NoDecode] = Field(
@@ -36,8 +43,15 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     log_level: LogLevel = "info"
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list, description="read keys: queries and index metadata"
+    )
+    admin_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list, description="admin keys: /v1/admin/* (and everything a read key may do)"
+    )
+    metrics_public: bool = Field(True, description="serve /metrics without a key (else an admin key is needed)")
 
-    @field_validator("indexes", mode="before")
+    @field_validator("indexes", "api_keys", "admin_keys", mode="before")
     @classmethod
     def _split_names(cls, v: Any) -> Any:
         """Accept a JSON list or a comma-separated string (from the environment)."""
@@ -47,6 +61,20 @@ class Settings(BaseSettings):
                 return json.loads(text)
             return [s.strip() for s in text.split(",") if s.strip()]
         return v
+
+    @field_validator("api_keys", "admin_keys")
+    @classmethod
+    def _usable_keys(cls, v: list[SecretStr]) -> list[SecretStr]:
+        for key in v:
+            raw = key.get_secret_value()
+            if not raw or raw != raw.strip() or not raw.isprintable() or not raw.isascii():
+                # the message never names the key
+                raise ValueError("API keys must be non-empty printable ASCII without surrounding spaces.")
+        return v
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.api_keys or self.admin_keys)
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -19,12 +19,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from index import CompressedIndex, DimensionMismatchError, NonFiniteError, SearchResult
 
 from ..deps import IndexDep, SettingsDep
 from ..errors import BatchTooLargeError, ExcludeTooLargeError, InvalidKError
+from ..metrics import count_served
 from ..schemas import (
     FLOAT32_MAX,
     BatchQueryResponse,
@@ -104,16 +105,17 @@ def _ms(t0: float) -> float:
 
 
 @router.post("/recommend", response_model=QueryResponse, summary="user->item top-k")
-def recommend(body: RecommendRequest, index: IndexDep, settings: SettingsDep) -> QueryResponse:
+def recommend(request: Request, body: RecommendRequest, index: IndexDep, settings: SettingsDep) -> QueryResponse:
     t0 = time.perf_counter()
     (results,) = run_queries(
         index, [body], settings, id_field="user_id", by_ids=index.recommend, by_vectors=index.search, batch=False
     )
+    count_served(request, len(results))
     return QueryResponse(results=results, index_version=index.version, took_ms=_ms(t0))
 
 
 @router.post("/similar", response_model=QueryResponse, summary="item->item top-k (never the query item)")
-def similar(body: SimilarRequest, index: IndexDep, settings: SettingsDep) -> QueryResponse:
+def similar(request: Request, body: SimilarRequest, index: IndexDep, settings: SettingsDep) -> QueryResponse:
     t0 = time.perf_counter()
     (results,) = run_queries(
         index,
@@ -124,20 +126,26 @@ def similar(body: SimilarRequest, index: IndexDep, settings: SettingsDep) -> Que
         by_vectors=index.similar_to_vector,
         batch=False,
     )
+    count_served(request, len(results))
     return QueryResponse(results=results, index_version=index.version, took_ms=_ms(t0))
 
 
 @router.post("/recommend/batch", response_model=BatchQueryResponse, summary="user->item top-k, many queries")
-def recommend_batch(body: BatchRecommendRequest, index: IndexDep, settings: SettingsDep) -> BatchQueryResponse:
+def recommend_batch(
+    request: Request, body: BatchRecommendRequest, index: IndexDep, settings: SettingsDep
+) -> BatchQueryResponse:
     t0 = time.perf_counter()
     results = run_queries(
         index, body.queries, settings, id_field="user_id", by_ids=index.recommend, by_vectors=index.search, batch=True
     )
+    count_served(request, sum(len(r) for r in results))
     return BatchQueryResponse(results=results, index_version=index.version, took_ms=_ms(t0))
 
 
 @router.post("/similar/batch", response_model=BatchQueryResponse, summary="item->item top-k, many queries")
-def similar_batch(body: BatchSimilarRequest, index: IndexDep, settings: SettingsDep) -> BatchQueryResponse:
+def similar_batch(
+    request: Request, body: BatchSimilarRequest, index: IndexDep, settings: SettingsDep
+) -> BatchQueryResponse:
     t0 = time.perf_counter()
     results = run_queries(
         index,
@@ -148,4 +156,5 @@ def similar_batch(body: BatchSimilarRequest, index: IndexDep, settings: Settings
         by_vectors=index.similar_to_vector,
         batch=True,
     )
+    count_served(request, sum(len(r) for r in results))
     return BatchQueryResponse(results=results, index_version=index.version, took_ms=_ms(t0))
