@@ -1,0 +1,395 @@
+"""A versioned index store: immutable index artifacts per name, and an atomically flipped alias.
+
+    {root}/{name}/versions/{version}/   an index artifact (as ``save_index`` writes it); the directory
+                                        name is the manifest's ``index_version``, never rewritten
+    {root}/{name}/ACTIVE                the alias: JSON {"version", "previous", "updated_at"}
+    {root}/{name}/.lock                 serializes writers (publish / activate / rollback / prune)
+
+Publishing writes a version under a hidden staging name and renames it into ``versions/`` (readers
+see all of a version or none of it) and never touches the alias. ``activate`` checks the version
+loads and verifies (format, sizes, sha256, shapes), then replaces ACTIVE with a temporary file from
+the same directory (write, fsync, ``os.replace``, fsync the directory): a reader sees the old alias
+or the new one, never half of one. ``rollback`` flips to the alias's ``previous``. ``prune`` removes
+the oldest versions beyond a count, never the active or previous one.
+
+Versions are ordered by the manifest's ``created_at``, then by version id (which starts with the
+same timestamp); newest first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import fcntl
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .artifact import READABLE_VERSIONS, load_index, save_index
+from .artifact_io import MANIFEST, read_manifest
+from .errors import ArtifactCorrupt, ArtifactError, ArtifactNotFound, ConfigError, VqrecError
+from .index import CompressedIndex
+
+ALIAS = "ACTIVE"
+VERSIONS = "versions"
+_LOCK = ".lock"
+_SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+
+
+class StoreError(ArtifactError):
+    """A store operation that cannot be done (unknown version, nothing to roll back to, a clash)."""
+
+    code = "store_error"
+
+
+@dataclass
+class VersionInfo:
+    """One stored version, as listed by ``IndexStore.versions`` (``error`` set when its manifest is unreadable)."""
+
+    version: str
+    path: str
+    created_at: str | None = None
+    n_items: int | None = None
+    n_users: int | None = None
+    method: str | None = None
+    metric: str | None = None
+    evaluation: dict[str, Any] = field(default_factory=dict)
+    active: bool = False
+    previous: bool = False
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _check_name(kind: str, value: str) -> str:
+    if not isinstance(value, str) or not _SAFE.match(value):
+        raise ConfigError(
+            f"invalid {kind} {value!r}: use letters, digits, '.', '_' or '-', starting with a letter or digit."
+        )
+    return value
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+
+
+def _method(m: dict[str, Any]) -> str | None:
+    method = m.get("method")
+    if not isinstance(method, dict):
+        return None
+    return f"{method.get('kind')} M={method.get('M')} nbits={method.get('nbits')}"
+
+
+def evaluation_summary(evaluation: Any) -> dict[str, Any]:
+    """The headline figures of a manifest's evaluation report (empty when there is none)."""
+    if not isinstance(evaluation, dict):
+        return {}
+    out: dict[str, Any] = {}
+    for key, label in (
+        ("user_to_item", "user_to_item_recall@10"),
+        ("user_to_item_rerank", "user_to_item_rerank_recall@10"),
+        ("item_to_item", "item_to_item_recall@10"),
+    ):
+        section = evaluation.get(key)
+        if isinstance(section, dict) and "recall@10" in section:
+            out[label] = section["recall@10"]
+    return out
+
+
+class IndexStore:
+    """The versioned store under ``root``. Readers need no lock; writers take ``{root}/{name}/.lock``."""
+
+    def __init__(self, root: str) -> None:
+        self.root = os.path.abspath(root)
+
+    # ---- layout -------------------------------------------------------------------------------
+    def name_dir(self, name: str) -> str:
+        return os.path.join(self.root, _check_name("index name", name))
+
+    def versions_dir(self, name: str) -> str:
+        return os.path.join(self.name_dir(name), VERSIONS)
+
+    def alias_path(self, name: str) -> str:
+        return os.path.join(self.name_dir(name), ALIAS)
+
+    def version_dir(self, name: str, version: str) -> str:
+        return os.path.join(self.versions_dir(name), _check_name("version", version))
+
+    @staticmethod
+    def is_store_entry(path: str) -> bool:
+        """``path`` is a name directory of the store layout (it has an alias or a versions/ directory)."""
+        return os.path.isfile(os.path.join(path, ALIAS)) or os.path.isdir(os.path.join(path, VERSIONS))
+
+    # ---- reading ------------------------------------------------------------------------------
+    def names(self) -> list[str]:
+        if not os.path.isdir(self.root):
+            return []
+        return sorted(
+            e.name
+            for e in os.scandir(self.root)
+            if e.is_dir() and not e.name.startswith(".") and _SAFE.match(e.name) and self.is_store_entry(e.path)
+        )
+
+    def read_alias(self, name: str) -> dict[str, Any] | None:
+        """The alias as stored, or None when ``name`` has none. A corrupt alias is ArtifactCorrupt."""
+        p = self.alias_path(name)
+        try:
+            with open(p, encoding="utf-8") as f:
+                text = f.read()
+        except FileNotFoundError:
+            return None
+        try:
+            alias = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ArtifactCorrupt(f"{p}: alias is not valid JSON ({e}).") from None
+        if not isinstance(alias, dict) or not isinstance(alias.get("version"), str) or not alias["version"]:
+            raise ArtifactCorrupt(f"{p}: alias has no 'version' string.")
+        prev = alias.get("previous")
+        if prev is not None and not isinstance(prev, str):
+            raise ArtifactCorrupt(f"{p}: alias 'previous' is not a string or null.")
+        return alias
+
+    def active(self, name: str) -> str | None:
+        alias = self.read_alias(name)
+        return None if alias is None else str(alias["version"])
+
+    def previous(self, name: str) -> str | None:
+        alias = self.read_alias(name)
+        return None if alias is None else alias.get("previous")
+
+    def _version_ids(self, name: str) -> list[str]:
+        vdir = self.versions_dir(name)
+        if not os.path.isdir(vdir):
+            return []
+        return [e.name for e in os.scandir(vdir) if e.is_dir() and not e.name.startswith(".") and _SAFE.match(e.name)]
+
+    def versions(self, name: str) -> list[VersionInfo]:
+        """Every stored version of ``name``, newest first (hidden staging/trash directories skipped)."""
+        if not os.path.isdir(self.name_dir(name)):
+            raise ArtifactNotFound(f"no index named {name!r} in the store at {self.root}.")
+        try:
+            alias = self.read_alias(name) or {}
+        except ArtifactCorrupt:
+            alias = {}
+        infos = []
+        for v in self._version_ids(name):
+            path = self.version_dir(name, v)
+            info = VersionInfo(
+                version=v, path=path, active=alias.get("version") == v, previous=alias.get("previous") == v
+            )
+            try:
+                m = read_manifest(path, artifact="index", versions=READABLE_VERSIONS)
+                info.created_at = m.get("created_at")
+                info.n_items = m.get("n_items")
+                info.n_users = m.get("n_users")
+                info.method = _method(m)
+                info.metric = m.get("metric")
+                info.evaluation = evaluation_summary(m.get("evaluation"))
+            except VqrecError as e:
+                info.error = str(e)
+            infos.append(info)
+        infos.sort(key=lambda i: (i.created_at or "", i.version), reverse=True)
+        return infos
+
+    def path(self, name: str, version: str | None = None) -> str:
+        """The artifact directory of ``version`` (the active one when None)."""
+        if version is None:
+            alias = self.read_alias(name)
+            if alias is None:
+                raise ArtifactNotFound(
+                    f"index {name!r} has no active version: no alias at {self.alias_path(name)} "
+                    "(activate one with `vqrec activate`)."
+                )
+            version = str(alias["version"])
+            p = self.version_dir(name, version)
+            if not os.path.isdir(p):
+                raise ArtifactNotFound(
+                    f"index {name!r}: the alias {self.alias_path(name)} points at version {version!r}, "
+                    f"but {p} does not exist."
+                )
+            return p
+        p = self.version_dir(name, version)
+        if not os.path.isdir(p):
+            raise ArtifactNotFound(f"index {name!r} has no version {version!r} ({p} does not exist).")
+        return p
+
+    # ---- writing ------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _locked(self, name: str) -> Iterator[None]:
+        d = self.name_dir(name)
+        os.makedirs(d, exist_ok=True)
+        fd = os.open(os.path.join(d, _LOCK), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def _move_in(self, name: str, staged: str, version: str) -> str:
+        """Rename the staged artifact to versions/{version}; the staging directory is removed on failure."""
+        try:
+            final = self.version_dir(name, version)
+            if os.path.exists(final):
+                raise StoreError(f"index {name!r} already has version {version!r} ({final}); nothing published.")
+            os.rename(staged, final)
+            _fsync_dir(os.path.dirname(final))
+        except BaseException:
+            shutil.rmtree(staged, ignore_errors=True)
+            raise
+        return final
+
+    def publish(self, index: CompressedIndex, name: str, *, evaluation: dict[str, Any] | None = None) -> str:
+        """Save ``index`` as a new version of ``name`` (atomically); returns the version id. The alias
+        is not touched."""
+        with self._locked(name):
+            vdir = self.versions_dir(name)
+            os.makedirs(vdir, exist_ok=True)
+            holder = tempfile.mkdtemp(prefix=".publish-", dir=vdir)
+            try:
+                staged = os.path.join(holder, "a")
+                manifest = save_index(index, staged, evaluation=evaluation)
+                version = _check_name("version", str(manifest["index_version"]))
+                final = self._move_in(name, staged, version)
+            finally:
+                shutil.rmtree(holder, ignore_errors=True)
+            index.path = final
+            return version
+
+    def publish_dir(self, src: str, name: str) -> str:
+        """Copy the index artifact at ``src`` in as a new version (its ``index_version`` kept), verifying
+        the copy (format, sizes, sha256, shapes) before it appears; returns the version id."""
+        manifest = read_manifest(src, artifact="index", versions=READABLE_VERSIONS)
+        version = _check_name("version", str(manifest.get("index_version")))
+        with self._locked(name):
+            vdir = self.versions_dir(name)
+            os.makedirs(vdir, exist_ok=True)
+            if os.path.exists(os.path.join(vdir, version)):
+                raise StoreError(
+                    f"index {name!r} already has version {version!r} ({vdir}/{version}); nothing published."
+                )
+            staged = tempfile.mkdtemp(prefix=".publish-", dir=vdir)
+            try:
+                for fname in [*manifest["files"], MANIFEST]:
+                    if os.path.basename(fname) != fname:
+                        raise ArtifactCorrupt(f"{os.path.join(src, MANIFEST)}: file name {fname!r} is not plain.")
+                    s = os.path.join(src, fname)
+                    if not os.path.isfile(s):
+                        raise ArtifactCorrupt(f"{s}: missing (listed in the manifest).")
+                    shutil.copyfile(s, os.path.join(staged, fname))
+                load_index(staged, mmap=False, verify=True)
+                umask = os.umask(0)
+                os.umask(umask)
+                os.chmod(staged, 0o777 & ~umask)
+            except BaseException:
+                shutil.rmtree(staged, ignore_errors=True)
+                raise
+            self._move_in(name, staged, version)
+            return version
+
+    def _write_alias(self, name: str, alias: dict[str, Any]) -> None:
+        d = self.name_dir(name)
+        fd, tmp = tempfile.mkstemp(prefix=f".{ALIAS}.tmp-", dir=d)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(alias, f, indent=2)
+                f.write("\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, self.alias_path(name))
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        _fsync_dir(d)
+
+    def _check_loadable(self, name: str, version: str) -> None:
+        p = self.path(name, version)
+        try:
+            index = load_index(p, mmap=True, verify=True)
+        except VqrecError as e:
+            raise StoreError(
+                f"index {name!r} version {version!r} does not load ({e}); the alias is unchanged."
+            ) from None
+        if index.version != version:
+            raise StoreError(
+                f"{p}: manifest index_version {index.version!r} does not match the directory name {version!r}; "
+                "the alias is unchanged."
+            )
+
+    def activate(self, name: str, version: str) -> dict[str, Any]:
+        """Point the alias at ``version`` (which must load and verify); the old active version becomes
+        ``previous``. Activating the active version changes nothing. Returns the alias."""
+        with self._locked(name):
+            try:
+                current = self.read_alias(name)
+            except ArtifactCorrupt:
+                current = None  # a corrupt alias may be repaired by activating a good version
+            if current is not None and current["version"] == version:
+                self._check_loadable(name, version)
+                return current
+            self._check_loadable(name, version)
+            alias = {
+                "version": version,
+                "previous": current["version"] if current is not None else None,
+                "updated_at": _now(),
+            }
+            self._write_alias(name, alias)
+            return alias
+
+    def rollback(self, name: str) -> dict[str, Any]:
+        """Flip the alias back to its ``previous`` version (which then becomes ``previous`` in turn)."""
+        alias = self.read_alias(name)
+        if alias is None:
+            raise StoreError(f"index {name!r} has no alias at {self.alias_path(name)}: nothing to roll back.")
+        prev = alias.get("previous")
+        if not prev:
+            raise StoreError(
+                f"index {name!r}: the alias {self.alias_path(name)} has no previous version to roll back to."
+            )
+        return self.activate(name, prev)
+
+    def prune(self, name: str, keep: int) -> list[str]:
+        """Delete the oldest versions beyond the newest ``keep``, never the active or previous one;
+        returns the deleted version ids (oldest last)."""
+        if not isinstance(keep, int) or keep < 1:
+            raise ConfigError(f"keep must be an integer >= 1, got {keep!r}.")
+        with self._locked(name):
+            alias = self.read_alias(name) or {}
+            protected = {alias.get("version"), alias.get("previous")}
+            infos = self.versions(name)
+            doomed = [i.version for i in infos[keep:] if i.version not in protected]
+            for v in doomed:
+                self._delete(name, v)
+            return doomed
+
+    def discard(self, name: str, version: str) -> None:
+        """Delete one version that is neither active nor previous (e.g. a publish that failed to activate)."""
+        with self._locked(name):
+            alias = self.read_alias(name) or {}
+            if version in (alias.get("version"), alias.get("previous")):
+                raise StoreError(f"index {name!r} version {version!r} is the active or previous one; not deleted.")
+            self.path(name, version)
+            self._delete(name, version)
+
+    def _delete(self, name: str, version: str) -> None:
+        vdir = self.versions_dir(name)
+        trash = tempfile.mkdtemp(prefix=".trash-", dir=vdir)
+        os.rename(os.path.join(vdir, version), os.path.join(trash, version))  # gone from listings at once
+        _fsync_dir(vdir)
+        shutil.rmtree(trash, ignore_errors=True)
