@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -24,23 +25,31 @@ ItemVectors = Literal["none", "float16", "float32"]
 DEFAULT_MAX_PAIR_TABLE_BYTES = 64 << 20
 
 
-def encode_batched(
-    codebooks: Codebooks,
-    x: NDArray[np.float32],
-    *,
-    batch_size: int = 65536,
-    desc: str = "encode",
-    show_progress: bool = True,
-) -> NDArray[np.uint8]:
-    """(n, d) input vectors -> (n, M) codes, in batches with a progress bar."""
-    n = len(x)
-    codes = np.empty((n, codebooks.M), dtype=np.uint8)
-    with progress(total=n, desc=desc, unit="vec", disable=not show_progress) as bar:
-        for i0 in range(0, n, batch_size):
-            i1 = min(n, i0 + batch_size)
-            codes[i0:i1] = codebooks.encode(x[i0:i1])
-            bar.update(i1 - i0)
-    return codes
+# (codebooks, vectors, what) -> (codes (n, M) uint8, reconstruction norms (n,) float32); what: "items" | "users"
+Encoder = Callable[[Codebooks, NDArray[np.float32], str], tuple[NDArray[np.uint8], NDArray[np.float32]]]
+
+
+def encode_block(codebooks: Codebooks, x: NDArray[np.float32]) -> tuple[NDArray[np.uint8], NDArray[np.float32]]:
+    """Codes and reconstruction norms |decode(codes)| of one block of vectors (the unit every encoder runs)."""
+    codes = codebooks.encode(x)
+    return codes, np.linalg.norm(codebooks.decode(codes), axis=1).astype(np.float32)
+
+
+def local_encoder(*, batch_size: int = 65536, show_progress: bool = True) -> Encoder:
+    """Encode in this process, ``batch_size`` vectors at a time, with a progress bar."""
+
+    def encode(codebooks: Codebooks, x: NDArray[np.float32], what: str) -> tuple[NDArray[np.uint8], NDArray[Any]]:
+        n = len(x)
+        codes = np.empty((n, codebooks.M), dtype=np.uint8)
+        norms = np.empty(n, dtype=np.float32)
+        with progress(total=n, desc=f"encode {what}", unit="vec", disable=not show_progress) as bar:
+            for i0 in range(0, n, batch_size):
+                i1 = min(n, i0 + batch_size)
+                codes[i0:i1], norms[i0:i1] = encode_block(codebooks, x[i0:i1])
+                bar.update(i1 - i0)
+        return codes, norms
+
+    return encode
 
 
 def build_index(
@@ -54,6 +63,7 @@ def build_index(
     pair_tables: bool = False,
     max_pair_table_bytes: int = DEFAULT_MAX_PAIR_TABLE_BYTES,
     show_progress: bool = True,
+    encoder: Encoder | None = None,
 ) -> CompressedIndex:
     """Encode ``items`` into a CompressedIndex (not yet saved; see artifact.save_index).
 
@@ -62,6 +72,10 @@ def build_index(
     also stores the codeword-pair tables (when they fit in ``max_pair_table_bytes``), so lookup tables
     of queries by id are gathered instead of decoded. Off by default: decoding then one BLAS call
     measured faster end to end for every kind (bench/, "lookup tables of queries by id").
+
+    ``encoder`` computes (codes, reconstruction norms) of a block of vectors; the default encodes in
+    this process (``local_encoder``), ``index.distributed.ray_encoder`` on a Ray cluster. Every
+    encoder must give the same codes, so the artifact does not depend on where it was built.
     """
     t0 = time.perf_counter()
     if items.d != codebooks.d:
@@ -77,10 +91,8 @@ def build_index(
     if item_vectors not in ("none", "float16", "float32"):
         raise ConfigError(f"item vectors must be none, float16 or float32, got {item_vectors!r}.")
     xb = items.vectors
-    codes = encode_batched(codebooks, xb, batch_size=batch_size, desc="encode items", show_progress=show_progress)
-    recon_norms = np.empty(len(codes), dtype=np.float32)
-    for i0 in range(0, len(codes), batch_size):
-        recon_norms[i0 : i0 + batch_size] = np.linalg.norm(codebooks.decode(codes[i0 : i0 + batch_size]), axis=1)
+    encode = encoder or local_encoder(batch_size=batch_size, show_progress=show_progress)
+    codes, recon_norms = encode(codebooks, xb, "items")
     zero_items = ~xb.any(axis=1)
     item_scale = np.linalg.norm(xb, axis=1).astype(np.float32) if codebooks.norm_explicit else None
 
@@ -97,9 +109,7 @@ def build_index(
     store = None
     if users is not None:
         if user_storage == "codes":
-            ucodes = encode_batched(
-                codebooks, users.vectors, batch_size=batch_size, desc="encode users", show_progress=show_progress
-            )
+            ucodes, _ = encode(codebooks, users.vectors, "users")
             uscale = np.linalg.norm(users.vectors, axis=1).astype(np.float32) if codebooks.norm_explicit else None
             store = UserStore(ids=list(users.ids), storage="codes", codes=ucodes, scale=uscale)
         else:

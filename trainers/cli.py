@@ -4,6 +4,8 @@
     vqrec train rqvae        embeddings -> semantic-ID tokenizer (RQ-VAE / CoST; torch)
     vqrec train {cove,bpr}   interaction log -> user and item embeddings (+ cascaded codes; torch)
     vqrec embed              item titles -> content embeddings (MiniLM; torch, offline)
+    vqrec publish / versions / activate / rollback / prune
+                             the versioned index store: {root}/{name}/versions/{version} + ACTIVE alias
     vqrec build              codebook artifact + embeddings -> index artifact (with its evaluation)
     vqrec eval               an index artifact against exact search (and leave-one-out HR@k)
     vqrec serve              serve every index under an index root over REST
@@ -80,11 +82,12 @@ def _summary(title: str, rows: dict[str, Any]) -> None:
 
 
 def _register_learned(app: typer.Typer, train_app: typer.Typer) -> None:
-    from . import cli_cove, cli_embed, cli_rqvae
+    from . import cli_cove, cli_embed, cli_rqvae, cli_store
 
     cli_rqvae.register(app, train_app)
     cli_cove.register(app, train_app)
     cli_embed.register(app, train_app)
+    cli_store.register(app, train_app)
 
 
 @app.callback()
@@ -248,6 +251,20 @@ def build(
         str | None, typer.Option(help="Embeddings the tokenizer reads for users, matched by id (default: --users).")
     ] = None,
     semantic_user_ids: Annotated[str | None, typer.Option(help="Ids file for --semantic-users .npy.")] = None,
+    ray: Annotated[
+        bool,
+        typer.Option(
+            "--ray/--no-ray",
+            help="Encode on Ray Data (the 'distributed' extra): a local Ray on this machine, or --ray-address.",
+        ),
+    ] = False,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(envvar="RAY_ADDRESS", help="Ray cluster to encode on, e.g. ray://head:10001 (implies --ray)."),
+    ] = None,
+    shards: Annotated[
+        int | None, typer.Option(help="Blocks the rows are split into on Ray (default 2 x CPUs).")
+    ] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing index at --out.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
@@ -266,6 +283,11 @@ def build(
         cb = Codebooks.load(codebooks)
         it = load_embeddings(items, item_ids)
         us = load_embeddings(users, user_ids) if users else None
+        encoder = None
+        if ray or ray_address:
+            from index.distributed import ray_encoder
+
+            encoder = ray_encoder(shards=shards, batch_size=batch_size, address=ray_address)
         index = build_index(
             cb,
             it,
@@ -275,6 +297,7 @@ def build(
             pair_tables=pair_tables,
             batch_size=batch_size,
             show_progress=not quiet,
+            encoder=encoder,
         )
         if semantic_ids:
             from index.build import attach_semantic_ids
