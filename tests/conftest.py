@@ -16,11 +16,13 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import contextlib
+import datetime
 import signal
 import socket
 import subprocess
 import tempfile
 import time
+import types
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
@@ -73,6 +75,20 @@ def _faiss_single_thread() -> Iterator[None]:
     faiss.omp_set_num_threads(1)
     yield
     faiss.omp_set_num_threads(before)
+
+
+@pytest.fixture
+def ticking_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``save_index``'s clock moves one minute per call, so versions saved in a test order by created_at."""
+    t = [datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)]
+
+    def now(tz: object = None) -> datetime.datetime:
+        t[0] += datetime.timedelta(minutes=1)
+        return t[0]
+
+    monkeypatch.setattr(
+        "index.artifact.datetime", types.SimpleNamespace(UTC=datetime.UTC, datetime=types.SimpleNamespace(now=now))
+    )
 
 
 @pytest.fixture

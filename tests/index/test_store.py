@@ -5,14 +5,12 @@ Checked against what is on disk: version directories, the ACTIVE alias bytes, wh
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 import json
 import os
 import pathlib
 import shutil
 import threading
-import types
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -36,6 +34,10 @@ with warnings.catch_warnings():
 D = 8
 
 
+# save_index stamps created_at to the second: every save is one (fake) minute after the last
+pytestmark = pytest.mark.usefixtures("ticking_clock")
+
+
 @pytest.fixture(scope="module")
 def make_index() -> Callable[[int], CompressedIndex]:
     """``make_index(n)``: a fresh PQ index over the first ``n`` items (distinct n, distinct content)."""
@@ -55,19 +57,6 @@ def make_index() -> Callable[[int], CompressedIndex]:
         return build_index(cb, emb, users=uemb, show_progress=False)
 
     return make
-
-
-@pytest.fixture(autouse=True)
-def clock(monkeypatch: pytest.MonkeyPatch) -> None:
-    """save_index stamps created_at to the second: make each save one minute later than the last."""
-    t = [datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)]
-
-    def now(tz: Any = None) -> datetime.datetime:
-        t[0] += datetime.timedelta(minutes=1)
-        return t[0]
-
-    fake = types.SimpleNamespace(UTC=datetime.UTC, datetime=types.SimpleNamespace(now=now))
-    monkeypatch.setattr("index.artifact.datetime", fake)
 
 
 @pytest.fixture

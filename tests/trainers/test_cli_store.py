@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 import json
 import os
 import pathlib
-import types
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +23,10 @@ from trainers.quantizers import train
 D = 8
 
 
+# save_index stamps created_at to the second: every save is one (fake) minute after the last
+pytestmark = pytest.mark.usefixtures("ticking_clock")
+
+
 @pytest.fixture(scope="module")
 def app() -> typer.Typer:
     a = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
@@ -40,19 +42,6 @@ def run(app: typer.Typer) -> Callable[..., Any]:
         return runner.invoke(app, list(args), catch_exceptions=False)
 
     return invoke
-
-
-@pytest.fixture(autouse=True)
-def clock(monkeypatch: pytest.MonkeyPatch) -> None:
-    t = [datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)]
-
-    def now(tz: Any = None) -> datetime.datetime:
-        t[0] += datetime.timedelta(minutes=1)
-        return t[0]
-
-    monkeypatch.setattr(
-        "index.artifact.datetime", types.SimpleNamespace(UTC=datetime.UTC, datetime=types.SimpleNamespace(now=now))
-    )
 
 
 @pytest.fixture(scope="module")
