@@ -14,6 +14,7 @@ from .codebooks import Codebooks
 from .embeddings import Embeddings
 from .errors import ConfigError, DimensionMismatchError
 from .index import CompressedIndex, UserStore
+from .probes import make_probes
 from .progress import progress
 from .semantic import Tokenizer, align, tokenize
 
@@ -141,6 +142,8 @@ def build_index(
             "item_vectors": item_vectors,
         },
     )
+    # a few queries and their answers, replayed after a load (service hot reload self-test)
+    index.manifest["probes"] = make_probes(index, xb)
     logger.info("built %r in %.2fs", index, time.perf_counter() - t0)
     return index
 

@@ -15,19 +15,17 @@ authentication is off (every route open, as before keys existed). Otherwise:
 Keys are compared with ``hmac.compare_digest`` against every configured key (no early exit), never
 logged and never echoed: messages say only which kind of key is missing.
 
-The admin router lives here for now (one route, ``GET /v1/admin/indexes``); reload/rollback join it.
+The admin routes (``/v1/admin/...``: index list, reload, rollback) are in service/routes/admin.py.
 """
 
 from __future__ import annotations
 
 import hmac
-from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Request, Security
+from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from .deps import RegistryDep
 from .errors import ForbiddenError, UnauthorizedError
 from .settings import Settings
 
@@ -100,43 +98,3 @@ async def require_admin(
 
 ReadAuth = Depends(require_read)
 AdminAuth = Depends(require_admin)
-
-
-# ---- admin routes -------------------------------------------------------------------------------
-admin_router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[AdminAuth])
-
-
-def _iso(ts: Any) -> str | None:
-    if isinstance(ts, datetime):
-        return ts.isoformat(timespec="seconds")
-    if isinstance(ts, int | float):
-        return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
-    return None
-
-
-@admin_router.get("/indexes", summary="every configured index: path, version, load time, or why it failed")
-async def admin_indexes(request: Request, registry: RegistryDep) -> dict[str, Any]:
-    """What the registry holds: loaded indexes (path, index_version, store_version for the versioned
-    store layout, items, load time) and failed ones (path, error). ``loaded_at`` is when the index was
-    loaded (per index when the registry records it, else when the registry finished loading)."""
-    per_index = getattr(registry, "loaded_at", None)
-    per_index = per_index if isinstance(per_index, dict) else {}
-    fallback = getattr(request.app.state, "registry_loaded_at", None)
-    store_versions = getattr(registry, "versions", None)  # store layout: name -> active version directory
-    store_versions = store_versions if isinstance(store_versions, dict) else {}
-    indexes = [
-        {
-            "name": name,
-            "path": registry.paths.get(name),
-            "index_version": index.version,
-            "store_version": store_versions.get(name),
-            "n_items": len(index),
-            "loaded_at": _iso(per_index.get(name, fallback)),
-        }
-        for name, index in sorted(registry.indexes.items())
-    ]
-    failed = [
-        {"name": name, "path": registry.paths.get(name), "message": msg}
-        for name, msg in sorted(registry.failed.items())
-    ]
-    return {"loaded": registry.loaded, "indexes": indexes, "failed": failed}

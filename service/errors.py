@@ -12,6 +12,8 @@
                                  were not tokenized (the message says how to build them)
     404     not_found            no such route
     405     method_not_allowed   route exists, method does not
+    409     reload_in_progress   admin reload/rollback while one of that index runs
+    409     rollback_unavailable admin rollback of a flat (unversioned) index, or an alias with no previous
     413     batch_too_large      more queries (or semantic-id lookups) than settings.max_batch
     413     exclude_too_large    more exclude_item_ids than settings.max_exclude
     422     malformed_json       the body is not JSON
@@ -26,6 +28,8 @@
     422     invalid_semantic_id  semantic-ids/lookup: a string that is not "c1-...-cL-suffix" with in-range codes
     422     invalid_cursor       semantic-ids/prefix: a cursor not issued by this service, issued for another
                                  prefix or entity, or for another version of the index (InvalidCursorError)
+    422     reload_failed        admin reload/rollback: the candidate is missing, fails verification or its
+                                 self-test (the old version keeps serving; details name both versions)
     422     invalid_input        other index.errors.InputError (rerank without item vectors, zero cosine query)
     503     index_not_loaded     the named index failed to load (index.errors.ArtifactError also maps to 503)
     503     not_ready            /readyz while any configured index is not loaded
@@ -96,6 +100,21 @@ class IndexNotLoadedError(ServiceError):
 class NotReadyError(ServiceError):
     status_code = 503
     code = "not_ready"
+
+
+class ReloadInProgressError(ServiceError):
+    status_code = 409
+    code = "reload_in_progress"
+
+
+class RollbackUnavailableError(ServiceError):
+    status_code = 409
+    code = "rollback_unavailable"
+
+
+class ReloadFailedError(ServiceError):
+    status_code = 422
+    code = "reload_failed"
 
 
 class InvalidKError(ServiceError):

@@ -20,11 +20,11 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 from threadpoolctl import threadpool_limits
 
-from .auth import AdminAuth, KeyRing, ReadAuth, admin_router
+from .auth import AdminAuth, KeyRing, ReadAuth
 from .errors import install_error_handlers
 from .metrics import Metrics, ObservabilityMiddleware, RequestIdFilter, metrics_endpoint
 from .registry import Registry, load_registry
-from .routes import health, indexes, query, semantic
+from .routes import admin, health, indexes, query, semantic
 from .settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(indexes.router, dependencies=[ReadAuth])
     app.include_router(query.router, dependencies=[ReadAuth])
     app.include_router(semantic.router, dependencies=[ReadAuth])
-    app.include_router(admin_router)
+    app.include_router(admin.router)
     observability = APIRouter(tags=["observability"], dependencies=[] if settings.metrics_public else [AdminAuth])
     observability.add_api_route(
         "/metrics", metrics_endpoint, methods=["GET"], summary="Prometheus metrics", include_in_schema=True

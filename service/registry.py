@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 
 from index import CompressedIndex, VqrecError, load_index
@@ -37,6 +38,7 @@ class Registry:
     paths: dict[str, str] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)  # name -> active version (store layout only)
     stores: dict[str, str] = field(default_factory=dict)  # name -> store root (store layout only)
+    loaded_at: dict[str, float] = field(default_factory=dict)  # name -> time.time() of its (re)load
     loaded: bool = False  # the lifespan has run the loads
     problem: str | None = None  # a root-level problem (missing root, nothing found)
 
@@ -144,6 +146,7 @@ def load_registry(index_root: str, names: list[str] | None = None, *, verify: bo
             # must not change (or SIGBUS) what is served. load_index logs path, version, n, d, M, nbits,
             # metric and load time once per index.
             reg.indexes[name] = load_index(path, mmap=False, verify=verify)
+            reg.loaded_at[name] = time.time()
         except Exception as e:  # any failure leaves the service up, reporting this index as unavailable
             reg.failed[name] = str(e)
             logger.error("index %r at %s failed to load: %s", name, path, e, exc_info=not isinstance(e, VqrecError))

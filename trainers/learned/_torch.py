@@ -16,4 +16,3 @@ def require_torch() -> ModuleType:
     except ImportError:
         raise ConfigError(f"this command needs torch (the 'train' extra): {INSTALL_HINT}") from None
     return torch
-
