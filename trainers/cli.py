@@ -6,6 +6,7 @@
     vqrec embed              item titles -> content embeddings (MiniLM; torch, offline)
     vqrec publish / versions / activate / rollback / prune
                              the versioned index store: {root}/{name}/versions/{version} + ACTIVE alias
+    vqrec rebuild            new embeddings -> (re)train -> build -> gate -> publish -> flip alias -> notify
     vqrec build              codebook artifact + embeddings -> index artifact (with its evaluation)
     vqrec eval               an index artifact against exact search (and leave-one-out HR@k)
     vqrec serve              serve every index under an index root over REST
@@ -82,12 +83,13 @@ def _summary(title: str, rows: dict[str, Any]) -> None:
 
 
 def _register_learned(app: typer.Typer, train_app: typer.Typer) -> None:
-    from . import cli_cove, cli_embed, cli_rqvae, cli_store
+    from . import cli_cove, cli_embed, cli_rebuild, cli_rqvae, cli_store
 
     cli_rqvae.register(app, train_app)
     cli_cove.register(app, train_app)
     cli_embed.register(app, train_app)
     cli_store.register(app, train_app)
+    cli_rebuild.register(app, train_app)
 
 
 @app.callback()

@@ -1,0 +1,185 @@
+"""`vqrec rebuild` (trainers/rebuild.py) end to end, as a subprocess: publish, gate, kill -9 at each step, drift.
+
+The command is run from its own typer app (trainers/cli_rebuild.register) under sys.executable, so a
+crash (the VQREC_REBUILD_CRASH_AFTER test hook: os._exit(137), as kill -9) ends a real process.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+from typing import Any
+
+import numpy as np
+import pytest
+
+from index.artifact import load_index
+from index.embeddings import save_embeddings
+from index.store import IndexStore
+from tests.conftest import recsys_arrays
+
+NAME = "movies"
+_APP = (
+    "import typer, sys; from trainers.cli_rebuild import register; "
+    "app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None); "
+    "register(app, typer.Typer()); app.callback()(lambda: None); app()"
+)
+_REPO = str(pathlib.Path(__file__).resolve().parents[2])
+
+
+def rebuild(config: pathlib.Path, *, crash: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": "1", "PYTHONPATH": _REPO}
+    env.pop("VQREC_REBUILD_CRASH_AFTER", None)
+    if crash:
+        env["VQREC_REBUILD_CRASH_AFTER"] = crash
+    return subprocess.run(
+        [sys.executable, "-c", _APP, "rebuild", "--config", str(config), "--quiet"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        cwd=_REPO,
+    )
+
+
+def write_config(path: pathlib.Path, root: pathlib.Path, items: str, users: str, **gate: Any) -> pathlib.Path:
+    g = {"recall_floor": 0.3, "max_drop": 0.5, "k": 10, "queries": 100, **gate}
+    path.write_text(
+        f'[index]\nroot = "{root}"\nname = "{NAME}"\n'
+        f'[data]\nitems = "{items}"\nusers = "{users}"\n'
+        "[train]\nmethod = 'pq'\nM = 8\nnbits = 5\nniter = 8\neval_queries = 50\n"
+        "[drift]\nmax_relative_mse_increase = 0.1\n"
+        "[gate]\n" + "".join(f"{k} = {v}\n" for k, v in g.items()) + "[store]\nkeep = 5\n"
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    d = tmp_path_factory.mktemp("rebuild_data")
+    xb, xq, _ = recsys_arrays(n=1500, d=32, nq=100)
+    rng = np.random.default_rng(7)
+    ids = [f"i{i}" for i in range(len(xb))]
+    uids = [f"u{i}" for i in range(len(xq))]
+    save_embeddings(str(d / "items_v1.npz"), ids, xb)
+    save_embeddings(str(d / "users.npz"), uids, xq)
+    # small drift: the same catalogue, slightly moved
+    save_embeddings(str(d / "items_v2.npz"), ids, xb + 0.01 * rng.standard_normal(xb.shape).astype(np.float32))
+    # large drift: a different catalogue, stretched along a few dimensions
+    xb3, _, _ = recsys_arrays(n=1500, d=32, nq=1, seed=99)
+    xb3[:, :8] *= 6.0
+    save_embeddings(str(d / "items_v3.npz"), ids, xb3)
+    # a store holding an active v1, built by the rebuild job itself
+    root = d / "store_v1"
+    cfg = write_config(d / "v1.toml", root, str(d / "items_v1.npz"), str(d / "users.npz"))
+    r = rebuild(cfg)
+    assert r.returncode == 0, r.stderr
+    return {"dir": d, "root_v1": root, "xq": xq}
+
+
+@pytest.fixture
+def store_root(data: dict[str, Any], tmp_path: pathlib.Path) -> pathlib.Path:
+    root = tmp_path / "store"
+    shutil.copytree(data["root_v1"], root)
+    return root
+
+
+def config(data: dict[str, Any], root: pathlib.Path, tmp_path: pathlib.Path, items: str = "items_v2.npz", **gate: Any):
+    d = data["dir"]
+    return write_config(tmp_path / "rebuild.toml", root, str(d / items), str(d / "users.npz"), **gate)
+
+
+def served(root: pathlib.Path, xq: np.ndarray) -> tuple[bytes, str, list[list[str]]]:
+    """What the service would answer: the alias bytes, the active index_version, top-10 ids for a few queries."""
+    store = IndexStore(str(root))
+    index = load_index(store.path(NAME), mmap=False, verify=True)
+    return (
+        pathlib.Path(store.alias_path(NAME)).read_bytes(),
+        index.version,
+        [list(r.ids) for r in index.search(xq[:5], 10)],
+    )
+
+
+def test_rebuild_publishes_and_activates(data: dict[str, Any], store_root: pathlib.Path, tmp_path: pathlib.Path):
+    store = IndexStore(str(store_root))
+    v1 = store.active(NAME)
+    r = rebuild(config(data, store_root, tmp_path))
+    assert r.returncode == 0, r.stderr
+    v2 = store.active(NAME)
+    assert v2 != v1 and store.previous(NAME) == v1
+    assert f"published and activated {v2}" in r.stdout and "recall@10" in r.stdout
+    assert not (store_root / NAME / ".rebuild").exists()
+    assert [v.version for v in store.versions(NAME)] == [v2, v1]
+    # the same inputs again: nothing to do
+    r = rebuild(config(data, store_root, tmp_path))
+    assert r.returncode == 0 and "already up to date" in r.stdout
+    assert store.active(NAME) == v2
+
+
+def test_gate_refuses_and_leaves_the_alias(data: dict[str, Any], store_root: pathlib.Path, tmp_path: pathlib.Path):
+    before = served(store_root, data["xq"])
+    r = rebuild(config(data, store_root, tmp_path, recall_floor=0.99))
+    assert r.returncode == 4, r.stderr
+    assert "gate refused" in r.stderr and "below the floor 0.99" in r.stderr and "max_drop 0.5" in r.stderr
+    assert "active recall 0." in r.stderr
+    assert served(store_root, data["xq"]) == before
+    assert len(IndexStore(str(store_root)).versions(NAME)) == 1
+
+
+@pytest.mark.parametrize("step", ["train", "build", "publish"])
+def test_kill_at_each_step_changes_nothing_served(
+    data: dict[str, Any], store_root: pathlib.Path, tmp_path: pathlib.Path, step: str
+):
+    before = served(store_root, data["xq"])
+    cfg = config(data, store_root, tmp_path)
+    r = rebuild(cfg, crash=step)
+    assert r.returncode == 137, (r.returncode, r.stderr)
+    assert served(store_root, data["xq"]) == before
+    store = IndexStore(str(store_root))
+    n_versions = len(store.versions(NAME))
+    assert n_versions == (2 if step == "publish" else 1)
+    r = rebuild(cfg)
+    assert r.returncode == 0, r.stderr
+    assert "resuming" in r.stderr
+    assert store.active(NAME) != before[1] and store.previous(NAME) == before[1]
+    assert len(store.versions(NAME)) == 2
+    assert not [p for p in os.listdir(store.versions_dir(NAME)) if p.startswith(".")]
+
+
+def test_other_inputs_discard_an_unfinished_rebuild(
+    data: dict[str, Any], store_root: pathlib.Path, tmp_path: pathlib.Path
+):
+    store = IndexStore(str(store_root))
+    v1 = store.active(NAME)
+    assert rebuild(config(data, store_root, tmp_path), crash="publish").returncode == 137
+    orphan = [v.version for v in store.versions(NAME) if v.version != v1]
+    r = rebuild(config(data, store_root, tmp_path, items="items_v3.npz", max_drop=1.0, recall_floor=0.0))
+    assert r.returncode == 0, r.stderr
+    assert "discarding an unfinished rebuild" in r.stderr
+    assert orphan[0] not in {v.version for v in store.versions(NAME)}
+    assert store.previous(NAME) == v1
+
+
+def test_drift_decides_reuse_or_retrain(data: dict[str, Any], store_root: pathlib.Path, tmp_path: pathlib.Path):
+    store = IndexStore(str(store_root))
+    r = rebuild(config(data, store_root, tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert "codebooks" in r.stdout and "reuse (drift" in r.stdout and "relative MSE" in r.stdout
+    m = load_index(store.path(NAME)).manifest
+    assert m["rebuild"]["codebooks"]["decision"] == "reuse"
+    r = rebuild(config(data, store_root, tmp_path, items="items_v3.npz", max_drop=1.0, recall_floor=0.0))
+    assert r.returncode == 0, r.stderr
+    assert "retrain (drift" in r.stdout
+    assert load_index(store.path(NAME)).manifest["rebuild"]["codebooks"]["decision"] == "retrain"
+
+
+def test_config_and_input_errors(data: dict[str, Any], store_root: pathlib.Path, tmp_path: pathlib.Path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[index]\nroot = 'x'\n")
+    r = rebuild(bad)
+    assert r.returncode == 2 and "name is required" in r.stderr
+    r = rebuild(config(data, store_root, tmp_path, items="missing.npz"))
+    assert r.returncode == 3 and "missing.npz" in r.stderr

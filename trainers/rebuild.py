@@ -1,0 +1,445 @@
+"""Offline rebuild job (`vqrec rebuild --config rebuild.toml`): new embeddings -> codebooks (retrained,
+or the active version's reused when the drift is small) -> index -> recall gate -> publish -> alias flip
+-> optional notification of the service.
+
+Steps, each recorded in ``{root}/{name}/.rebuild/state.json`` (hidden: the service and the store skip it)
+together with a fingerprint of the inputs (embeddings, trainer config, drift threshold):
+
+    train    codebooks saved to .rebuild/codebooks (reused from the active version when the relative
+             reconstruction MSE of the new items under them exceeds the MSE of their own training report
+             by at most ``drift.max_relative_mse_increase``, relative; the decision and both figures are
+             logged, printed and stored in the new manifest under ``rebuild``)
+    build    index built and evaluated against exact search on a sample of queries, saved to .rebuild/index
+    gate     user->item recall@k must be >= ``gate.recall_floor`` and at most ``gate.max_drop`` below the
+             active version's (from its manifest); otherwise nothing is published
+    publish  the index copied into versions/ (staged under a hidden name and renamed: all or nothing)
+    activate the alias flipped atomically (the old version becomes ``previous``); then prune, notify
+
+The alias only changes in ``activate``, so a kill -9 at any earlier point leaves the active version served
+and untouched. The next run resumes from the last completed step when the fingerprint matches; otherwise
+it deletes the work directory and any version it had published but not activated. Interrupted store
+stagings (``versions/.publish-*``) are removed under the store lock.
+
+Exit codes (one meaning each):
+
+    0  published and activated (or already up to date: the active version was built from these inputs)
+    1  anything else (unexpected error)
+    2  usage or config error (rebuild.toml)
+    3  input error (embeddings missing, unreadable or of the wrong dimension)
+    4  gate refused: recall under the floor or dropped more than max_drop (the message names the figures)
+    5  publish or activate failed (the alias is unchanged)
+    6  notify failed (the new version IS published and active; only the service was not told)
+
+Test hook: ``VQREC_REBUILD_CRASH_AFTER=train|build|publish`` ends the process with ``os._exit(137)``
+right after that step is recorded (as kill -9 would; ``publish`` = published but the alias not flipped).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from index.errors import ConfigError, InputError, VqrecError
+
+logger = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_CONFIG = 2
+EXIT_INPUT = 3
+EXIT_GATE = 4
+EXIT_PUBLISH = 5
+EXIT_NOTIFY = 6
+
+CRASH_ENV = "VQREC_REBUILD_CRASH_AFTER"
+WORK_DIR = ".rebuild"
+STATE = "state.json"
+STEPS = ("train", "build", "publish", "activate")
+
+
+class RebuildError(Exception):
+    """A rebuild that stops; ``exit_code`` is one of the EXIT_* codes."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@dataclass
+class RebuildConfig:
+    root: str
+    name: str
+    items: str
+    users: str | None = None
+    item_ids: str | None = None
+    user_ids: str | None = None
+    train: dict[str, Any] = field(default_factory=dict)
+    max_relative_mse_increase: float = 0.1
+    recall_floor: float = 0.8
+    max_drop: float = 0.02
+    k: int = 10
+    queries: int = 500
+    notify_url: str | None = None
+    admin_key_env: str = "VQREC_ADMIN_KEY"
+    keep: int = 5
+
+
+_SECTIONS: dict[str, dict[str, tuple[str, type | tuple[type, ...]]]] = {
+    "index": {"root": ("root", str), "name": ("name", str)},
+    "data": {
+        "items": ("items", str),
+        "users": ("users", str),
+        "item_ids": ("item_ids", str),
+        "user_ids": ("user_ids", str),
+    },
+    "drift": {"max_relative_mse_increase": ("max_relative_mse_increase", (int, float))},
+    "gate": {
+        "recall_floor": ("recall_floor", (int, float)),
+        "max_drop": ("max_drop", (int, float)),
+        "k": ("k", int),
+        "queries": ("queries", int),
+    },
+    "notify": {"url": ("notify_url", str), "admin_key_env": ("admin_key_env", str)},
+    "store": {"keep": ("keep", int)},
+}
+
+
+def load_rebuild_config(path: str) -> RebuildConfig:
+    """Read and validate rebuild.toml (relative data paths are taken from the file's directory)."""
+    import tomllib
+
+    from .config import TrainConfig
+
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot parse config: {e}") from None
+    unknown = sorted(set(data) - {*_SECTIONS, "train"})
+    if unknown:
+        raise ConfigError(f"{path}: unknown sections {unknown}; known: {sorted([*_SECTIONS, 'train'])}.")
+    values: dict[str, Any] = {}
+    for section, keys in _SECTIONS.items():
+        table = data.get(section, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: [{section}] must be a table.")
+        bad = sorted(set(table) - set(keys))
+        if bad:
+            raise ConfigError(f"{path}: unknown keys {bad} in [{section}]; known: {sorted(keys)}.")
+        for key, (attr, typ) in keys.items():
+            if key in table:
+                v = table[key]
+                if isinstance(v, bool) or not isinstance(v, typ):
+                    raise ConfigError(f"{path}: [{section}] {key} has the wrong type ({v!r}).")
+                values[attr] = v
+    for req, section in (("root", "index"), ("name", "index"), ("items", "data")):
+        if req not in values:
+            raise ConfigError(f"{path}: [{section}] {req} is required.")
+    train = data.get("train", {})
+    if not isinstance(train, dict):
+        raise ConfigError(f"{path}: [train] must be a table.")
+    TrainConfig.from_dict(dict(train))  # validate now: a bad key is a config error, before any work
+    values["train"] = dict(train)
+    base = os.path.dirname(os.path.abspath(path))
+    for attr in ("root", "items", "users", "item_ids", "user_ids"):
+        if values.get(attr):
+            values[attr] = os.path.join(base, os.path.expanduser(values[attr]))
+    cfg = RebuildConfig(**values)
+    if cfg.max_relative_mse_increase < 0:
+        raise ConfigError(f"{path}: [drift] max_relative_mse_increase must be >= 0.")
+    if not 0 <= cfg.recall_floor <= 1 or cfg.max_drop < 0:
+        raise ConfigError(f"{path}: [gate] recall_floor must be in 0..1 and max_drop >= 0.")
+    if cfg.k < 1 or cfg.queries < 1 or cfg.keep < 1:
+        raise ConfigError(f"{path}: [gate] k, [gate] queries and [store] keep must be >= 1.")
+    return cfg
+
+
+# ---- state ------------------------------------------------------------------------------------
+def _write_json(path: str, obj: Any) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(path))
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=2)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _read_state(work: str) -> dict[str, Any] | None:
+    try:
+        with open(os.path.join(work, STATE), encoding="utf-8") as f:
+            state = json.load(f)
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return state if isinstance(state, dict) and isinstance(state.get("steps"), dict) else None
+
+
+def _crash_hook(step: str) -> None:
+    if os.environ.get(CRASH_ENV) == step:
+        logger.warning("%s=%s: exiting with 137 (test hook)", CRASH_ENV, step)
+        os._exit(137)
+
+
+def _fingerprint(cfg: RebuildConfig, items: Any, users: Any) -> str:
+    h = hashlib.sha256()
+    h.update(items.fingerprint().encode())
+    h.update((users.fingerprint() if users is not None else "-").encode())
+    h.update(json.dumps(cfg.train, sort_keys=True).encode())
+    h.update(repr(cfg.max_relative_mse_increase).encode())
+    return h.hexdigest()
+
+
+# ---- the job ----------------------------------------------------------------------------------
+def _recall(evaluation: Any, k: int) -> float | None:
+    if isinstance(evaluation, dict):
+        v = (evaluation.get("user_to_item") or {}).get(f"recall@{k}")
+        if isinstance(v, int | float):
+            return float(v)
+    return None
+
+
+def drift_decision(active_cb: Any, items: Any, cfg: Any, threshold: float) -> dict[str, Any]:
+    """Reuse the active codebooks or retrain: relative MSE of ``items`` under them vs their training report's."""
+    from index.eval import reconstruction_mse
+
+    out: dict[str, Any] = {"threshold": threshold}
+    if active_cb is None:
+        return {**out, "decision": "retrain", "reason": "no active version"}
+    same = (active_cb.kind, active_cb.M, active_cb.nbits, active_cb.metric, active_cb.d) == (
+        cfg.method,
+        cfg.M,
+        cfg.nbits,
+        cfg.metric,
+        items.d,
+    )
+    if not same:
+        return {**out, "decision": "retrain", "reason": "trainer config or dimension differs from the active codebooks"}
+    ref = (active_cb.report or {}).get("relative_mse")
+    if not isinstance(ref, int | float) or ref <= 0:
+        return {**out, "decision": "retrain", "reason": "active codebooks have no training relative MSE"}
+    new = reconstruction_mse(active_cb, items.vectors, active_cb.encode(items.vectors))["relative_mse"]
+    increase = (new - ref) / ref
+    out.update(relative_mse_new=round(new, 5), relative_mse_trained=round(float(ref), 5), increase=round(increase, 4))
+    if increase <= threshold:
+        return {**out, "decision": "reuse", "reason": f"drift {increase:+.1%} <= {threshold:.1%}"}
+    return {**out, "decision": "retrain", "reason": f"drift {increase:+.1%} > {threshold:.1%}"}
+
+
+def _clean_stagings(store: Any, name: str) -> None:
+    vdir = store.versions_dir(name)
+    if not os.path.isdir(vdir):
+        return
+    with store._locked(name):  # a live publish holds this lock while it stages
+        for e in os.scandir(vdir):
+            if e.is_dir() and (e.name.startswith(".publish-") or e.name.startswith(".trash-")):
+                shutil.rmtree(e.path, ignore_errors=True)
+
+
+def notify(cfg: RebuildConfig, version: str) -> str:
+    url = f"{cfg.notify_url.rstrip('/')}/v1/admin/indexes/{cfg.name}/reload"  # type: ignore[union-attr]
+    req = urllib.request.Request(
+        url, data=json.dumps({"version": version}).encode(), method="POST", headers={"Content-Type": "application/json"}
+    )
+    key = os.environ.get(cfg.admin_key_env)
+    if key:
+        req.add_header("Authorization", f"Bearer {key}")
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return f"{url}: HTTP {resp.status}"
+    except urllib.error.HTTPError as e:
+        body = e.read()[:300].decode("utf-8", "replace")
+        raise RebuildError(f"notify failed: {url}: HTTP {e.code} {body}", EXIT_NOTIFY) from None
+    except (urllib.error.URLError, OSError) as e:
+        raise RebuildError(f"notify failed: {url}: {e}", EXIT_NOTIFY) from None
+
+
+def run_rebuild(
+    cfg: RebuildConfig,
+    *,
+    do_notify: bool = True,
+    show_progress: bool = True,
+    echo: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run (or resume) the rebuild; returns the summary rows. Raises RebuildError with an exit code."""
+    from index.artifact import load_index, save_index
+    from index.build import build_index
+    from index.codebooks import Codebooks
+    from index.embeddings import load_embeddings
+    from index.eval import evaluate_index
+    from index.store import IndexStore
+
+    from .config import TrainConfig
+    from .quantizers import train
+
+    store = IndexStore(cfg.root)
+    try:
+        items = load_embeddings(cfg.items, cfg.item_ids)
+        users = load_embeddings(cfg.users, cfg.user_ids) if cfg.users else None
+    except VqrecError as e:
+        raise RebuildError(str(e), EXIT_INPUT) from None
+    try:
+        tcfg = TrainConfig.from_dict(dict(cfg.train))
+        tcfg.check_dim(items.d)
+    except ConfigError as e:
+        raise RebuildError(str(e), EXIT_CONFIG) from None
+    except VqrecError as e:
+        raise RebuildError(str(e), EXIT_INPUT) from None
+    if users is not None and users.d != items.d:
+        raise RebuildError(f"{users.source}: user dimension ({users.d}) != item dimension ({items.d}).", EXIT_INPUT)
+
+    active_version = store.active(cfg.name) if os.path.isdir(store.name_dir(cfg.name)) else None
+    active = load_index(store.path(cfg.name), mmap=True, verify=True) if active_version else None
+    active_recall = _recall(active.manifest.get("evaluation"), cfg.k) if active is not None else None
+    fp = _fingerprint(cfg, items, users)
+    rows: dict[str, Any] = {"index": f"{cfg.name} at {store.name_dir(cfg.name)}", "active before": active_version}
+
+    work = os.path.join(store.name_dir(cfg.name), WORK_DIR)
+    state = _read_state(work)
+    if state is not None and state.get("fingerprint") != fp:
+        echo(f"rebuild: discarding an unfinished rebuild of other inputs ({work})")
+        orphan = (state["steps"].get("publish") or {}).get("version")
+        if orphan and orphan != active_version and orphan != store.previous(cfg.name):
+            with contextlib.suppress(VqrecError):
+                store.discard(cfg.name, orphan)
+        state = None
+    if state is None:
+        shutil.rmtree(work, ignore_errors=True)
+        src = (active.manifest.get("source") or {}) if active is not None else {}
+        same_users = (src.get("users") or {}).get("sha256") == (users.fingerprint() if users is not None else None)
+        if active is not None and (src.get("items") or {}).get("sha256") == items.fingerprint() and same_users:
+            rows["result"] = f"already up to date: active version {active_version} was built from these embeddings"
+            return rows
+        os.makedirs(work, exist_ok=True)
+        state = {"fingerprint": fp, "started_at": datetime.datetime.now(datetime.UTC).isoformat(), "steps": {}}
+        _write_json(os.path.join(work, STATE), state)
+    else:
+        echo(f"rebuild: resuming after step(s) {', '.join(s for s in STEPS if s in state['steps'])}")
+    _clean_stagings(store, cfg.name)
+    steps = state["steps"]
+
+    def done(step: str, info: dict[str, Any]) -> None:
+        steps[step] = info
+        _write_json(os.path.join(work, STATE), state)
+        _crash_hook(step)
+
+    # 1. train (or reuse)
+    cb_dir = os.path.join(work, "codebooks")
+    if "train" not in steps:
+        echo("rebuild [1/5] train: measuring drift against the active codebooks")
+        decision = drift_decision(
+            active.codebooks if active is not None else None, items, tcfg, cfg.max_relative_mse_increase
+        )
+        logger.info("codebooks: %s (%s)", decision["decision"], decision["reason"])
+        echo(f"rebuild [1/5] train: {decision['decision']} codebooks ({decision['reason']})")
+        try:
+            cb = (
+                active.codebooks
+                if decision["decision"] == "reuse"
+                else train(  # type: ignore[union-attr]
+                    items, tcfg, queries=users, show_progress=show_progress
+                )
+            )
+        except ConfigError as e:
+            raise RebuildError(str(e), EXIT_CONFIG) from None
+        except InputError as e:
+            raise RebuildError(str(e), EXIT_INPUT) from None
+        cb.save(cb_dir, overwrite=True)
+        done("train", decision)
+    decision = steps["train"]
+    rows["codebooks"] = f"{decision['decision']} ({decision['reason']})"
+    if "relative_mse_new" in decision:
+        rows["drift"] = (
+            f"relative MSE {decision['relative_mse_new']} under the active codebooks vs "
+            f"{decision['relative_mse_trained']} at training (threshold +{decision['threshold']:.1%})"
+        )
+
+    # 2. build + evaluate
+    idx_dir = os.path.join(work, "index")
+    if "build" not in steps:
+        echo("rebuild [2/5] build: encoding items and evaluating against exact search")
+        cb = Codebooks.load(cb_dir)
+        index = build_index(cb, items, users=users, show_progress=show_progress)
+        index.manifest["rebuild"] = {"codebooks": decision, "base_version": active_version}
+        ev = evaluate_index(index, items, users, nq=cfg.queries, ks=tuple(sorted({cfg.k, 10, 100})))
+        manifest = save_index(index, idx_dir, overwrite=True, evaluation=ev)
+        done("build", {"version": manifest["index_version"], "recall": _recall(ev, cfg.k)})
+    version = steps["build"]["version"]
+    recall = steps["build"]["recall"]
+    rows["new version"] = version
+    rows[f"user->item recall@{cfg.k}"] = (
+        f"{recall} (active: {active_recall if active_recall is not None else '-'}; "
+        f"floor {cfg.recall_floor}, max drop {cfg.max_drop})"
+    )
+
+    # 3. gate (before anything reaches the store)
+    if "publish" not in steps:
+        why = []
+        if recall is None or recall < cfg.recall_floor:
+            why.append(f"user->item recall@{cfg.k} {recall} is below the floor {cfg.recall_floor}")
+        if recall is not None and active_recall is not None and active_recall - recall > cfg.max_drop:
+            why.append(
+                f"user->item recall@{cfg.k} {recall} dropped {active_recall - recall:.4f} from the active version "
+                f"{active_version}'s {active_recall}, more than max_drop {cfg.max_drop}"
+            )
+        if why:
+            raise RebuildError(
+                "gate refused: " + "; ".join(why) + f" (floor {cfg.recall_floor}, active recall "
+                f"{active_recall if active_recall is not None else '-'}, max_drop {cfg.max_drop}). "
+                f"Nothing published; the alias still points at {active_version or 'nothing'}.",
+                EXIT_GATE,
+            )
+        echo("rebuild [3/5] gate: passed")
+
+        # 4. publish
+        echo(f"rebuild [4/5] publish: {version}")
+        try:
+            if not os.path.isdir(store.version_dir(cfg.name, version)):
+                store.publish_dir(idx_dir, cfg.name)
+        except VqrecError as e:
+            raise RebuildError(f"publish failed: {e}", EXIT_PUBLISH) from None
+        done("publish", {"version": version})
+
+    # 5. activate, prune
+    if "activate" not in steps:
+        echo(f"rebuild [5/5] activate: {version}")
+        try:
+            store.activate(cfg.name, version)
+        except VqrecError as e:
+            with contextlib.suppress(VqrecError):
+                store.discard(cfg.name, version)
+            shutil.rmtree(work, ignore_errors=True)
+            raise RebuildError(f"activate failed: {e}", EXIT_PUBLISH) from None
+        done("activate", {"version": version})
+    rows["active now"] = version
+    try:
+        pruned = store.prune(cfg.name, cfg.keep)
+    except VqrecError as e:
+        logger.warning("prune failed: %s", e)
+        pruned = []
+    rows["pruned"] = ", ".join(pruned) if pruned else "-"
+    shutil.rmtree(work, ignore_errors=True)
+    rows["result"] = f"published and activated {version}"
+
+    if cfg.notify_url and do_notify:
+        try:
+            rows["notified"] = notify(cfg, version)
+        except RebuildError as e:
+            raise RebuildError(f"{e} (version {version} is published and active)", EXIT_NOTIFY) from None
+    return rows
