@@ -17,6 +17,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import contextlib
 import datetime
+import hashlib
 import signal
 import socket
 import subprocess
@@ -89,6 +90,22 @@ def ticking_clock(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(
         "index.artifact.datetime", types.SimpleNamespace(UTC=datetime.UTC, datetime=types.SimpleNamespace(now=now))
     )
+
+
+@pytest.fixture(scope="session")
+def tree_digest() -> Callable[[str], dict[str, str]]:
+    """``tree_digest(root)``: relative path -> sha256 of every file under ``root`` (to assert nothing changed)."""
+
+    def digest(root: str) -> dict[str, str]:
+        out = {}
+        for dirpath, _, files in os.walk(root):
+            for f in files:
+                p = os.path.join(dirpath, f)
+                with open(p, "rb") as fh:
+                    out[os.path.relpath(p, root)] = hashlib.sha256(fh.read()).hexdigest()
+        return out
+
+    return digest
 
 
 @pytest.fixture

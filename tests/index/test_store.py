@@ -5,7 +5,6 @@ Checked against what is on disk: version directories, the ACTIVE alias bytes, wh
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pathlib
@@ -69,15 +68,6 @@ def _alias_bytes(store: IndexStore, name: str) -> bytes | None:
     return pathlib.Path(p).read_bytes() if os.path.exists(p) else None
 
 
-def _tree(root: str) -> dict[str, str]:
-    out = {}
-    for dirpath, _, files in os.walk(root):
-        for f in files:
-            p = os.path.join(dirpath, f)
-            out[os.path.relpath(p, root)] = hashlib.sha256(pathlib.Path(p).read_bytes()).hexdigest()
-    return out
-
-
 # ---- publish -----------------------------------------------------------------------------------
 def test_publish_writes_immutable_version_and_leaves_alias(store, make_index):
     idx = make_index(100)
@@ -109,7 +99,7 @@ def test_publish_with_evaluation_and_listing(store, make_index):
         store.versions("books")
 
 
-def test_publish_dir_keeps_version_and_refuses_duplicates_and_corrupt(store, make_index, tmp_path):
+def test_publish_dir_keeps_version_and_refuses_duplicates_and_corrupt(store, make_index, tmp_path, tree_digest):
     src = str(tmp_path / "built")
     m = save_index(make_index(100), src)
     v = store.publish_dir(src, "movies")
@@ -120,10 +110,10 @@ def test_publish_dir_keeps_version_and_refuses_duplicates_and_corrupt(store, mak
     save_index(make_index(110), bad)
     codes = os.path.join(bad, "codes.npy")
     pathlib.Path(codes).write_bytes(pathlib.Path(codes).read_bytes() + b"x")
-    before = _tree(store.root)
+    before = tree_digest(store.root)
     with pytest.raises(ArtifactCorrupt, match="codes.npy"):
         store.publish_dir(bad, "movies")
-    assert _tree(store.root) == before  # nothing published, no staging left
+    assert tree_digest(store.root) == before  # nothing published, no staging left
     with pytest.raises(ArtifactNotFound):
         store.publish_dir(str(tmp_path / "missing"), "movies")
     with pytest.raises(ConfigError, match="invalid index name"):

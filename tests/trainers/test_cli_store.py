@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pathlib
@@ -69,15 +68,6 @@ def built(tmp_path: pathlib.Path, make_index: Callable[[int], Any]) -> Callable[
     return make
 
 
-def _tree(root: str) -> dict[str, str]:
-    out = {}
-    for dirpath, _, files in os.walk(root):
-        for f in files:
-            p = os.path.join(dirpath, f)
-            out[os.path.relpath(p, root)] = hashlib.sha256(pathlib.Path(p).read_bytes()).hexdigest()
-    return out
-
-
 def _fails(r: Any, *words: str) -> None:
     assert r.exit_code == 1, r.output
     assert r.stderr.startswith("error: "), r.stderr
@@ -133,11 +123,11 @@ def test_publish_keep_prunes_oldest(run, built, tmp_path):
     assert r.exit_code == 0 and "0 version(s) deleted" in r.stdout  # active + previous kept
 
 
-def test_errors_change_nothing(run, built, tmp_path):
+def test_errors_change_nothing(run, built, tmp_path, tree_digest):
     root = str(tmp_path / "root")
     d1, v1 = built(100)
     assert run("publish", "--index", d1, "--name", "movies", "--index-root", root, "--activate").exit_code == 0
-    before = _tree(root)
+    before = tree_digest(root)
     _fails(run("publish", "--index", d1, "--name", "movies", "--index-root", root), "already has version", v1)
     _fails(run("publish", "--index", str(tmp_path / "nope"), "--name", "movies", "--index-root", root), "not found")
     d2, v2 = built(110)
@@ -151,7 +141,7 @@ def test_errors_change_nothing(run, built, tmp_path):
     _fails(run("rollback", "other", "--index-root", root), "no alias")
     _fails(run("versions", "other", "--index-root", root), "no index named 'other'")
     _fails(run("prune", "movies", "--index-root", root, "--keep", "0"), "keep")
-    assert _tree(root) == before
+    assert tree_digest(root) == before
 
 
 def test_versions_flags_unreadable_version(run, built, tmp_path):
