@@ -79,7 +79,7 @@ def _summary(title: str, rows: dict[str, Any]) -> None:
     typer.echo(title)
     width = max(len(k) for k in rows)
     for k, v in rows.items():
-        typer.echo(f"  {k:<{width}}  {v}")
+        typer.echo(f"  {k:<{width}}  {'-' if v is None else v}")
 
 
 def _register_learned(app: typer.Typer, train_app: typer.Typer) -> None:

@@ -5,7 +5,7 @@ Errors print one line ``error: ...`` to stderr; the exit code says which kind (s
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -19,13 +19,6 @@ error (embeddings); 4 gate refused (recall under the floor or dropped more than 
 or activate failed (alias unchanged); 6 notify failed (the new version is published and active)."""
 
 
-def _summary(title: str, rows: dict[str, Any]) -> None:
-    typer.echo(title)
-    width = max(len(k) for k in rows)
-    for k, v in rows.items():
-        typer.echo(f"  {k:<{width}}  {'-' if v is None else v}")
-
-
 def register(app: typer.Typer, train_app: typer.Typer) -> None:  # noqa: ARG001 (same signature as the others)
     @app.command("rebuild", help=_HELP)
     def rebuild(
@@ -35,6 +28,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:  # noqa: ARG001 
     ) -> None:
         from index.errors import ConfigError, InputError, VqrecError
 
+        from .cli import _summary  # imported here: trainers.cli imports this module
         from .rebuild import EXIT_CONFIG, EXIT_ERROR, EXIT_INPUT, RebuildError, load_rebuild_config, run_rebuild
 
         def fail(msg: str, code: int) -> typer.Exit:
