@@ -1,4 +1,5 @@
-"""Encoding on Ray Data, for catalogues that outgrow one machine (optional extra ``distributed``).
+"""Encoding and evaluation on Ray Data, for catalogues that outgrow one machine (optional extra
+``distributed``).
 
 The codebooks are trained on a sample on the driver (``vqrec train``); this module only moves the
 encoding: the codebook arrays and the vectors are put in Ray's object store once (broadcast), a Ray
@@ -7,6 +8,12 @@ whichever worker runs it, every encoded batch is written as one shard file (row 
 reconstruction norms), and the driver merges the shards back into row order. ``build_index`` then
 assembles exactly the index a single process builds: codes are computed by the same
 ``index.build.encode_block`` on the same codebooks, so they are identical byte for byte (tested).
+
+The evaluation (``ray_eval_runner``, for ``index.eval.evaluate_index``) moves the same way: the index
+arrays and the float items are broadcast, each worker rebuilds the index and the exact-search oracle
+once, and ``map_batches`` runs the blocks of evaluation queries that ``evaluate_index`` planned on the
+driver. The answers come back to the driver, which computes the figures, so the report is the one a
+single process writes (tested).
 
     ray.init()                               # local: all cores of this machine
     ray.init(address="ray://head:10001")     # a cluster (or set RAY_ADDRESS); see README
@@ -17,8 +24,10 @@ Nothing else in ``index/`` or the service imports Ray; it is imported inside the
 from __future__ import annotations
 
 import glob
+import io
 import os
 import tempfile
+import uuid
 from typing import Any
 
 import numpy as np
@@ -27,6 +36,8 @@ from numpy.typing import NDArray
 from .build import Encoder, encode_block
 from .codebooks import Codebooks
 from .errors import ConfigError
+from .eval import Block, EvalContext, EvalRunner, eval_block
+from .index import CompressedIndex
 
 INSTALL_HINT = 'pip install -e ".[distributed]"'
 
@@ -115,3 +126,97 @@ def merge_shards(paths: list[str], n: int, M: int) -> tuple[NDArray[np.uint8], N
     if not seen.all():
         raise ConfigError(f"merging shards: {int((~seen).sum())} of {n} rows were not encoded.")
     return codes, norms
+
+
+# ---- evaluation --------------------------------------------------------------------------------
+_IndexParts = tuple[dict[str, Any], dict[str, Any]]
+_WORKER_CTX: dict[str, EvalContext] = {}  # token -> context, one per evaluation (kept per worker process)
+
+
+def index_parts(index: CompressedIndex) -> _IndexParts:
+    """What a worker needs to answer evaluation queries exactly as ``index`` does: codebook header and
+    arrays plus the item arrays (no users, no semantic ids: evaluation queries are vectors and item ids)."""
+    cb = index.codebooks
+    return (
+        {"codebooks": cb.header(), "item_ids": list(index.item_ids), "lut_path": index.lut_path},
+        {
+            "codebooks": cb.arrays(),
+            "codes": index.codes,
+            "recon_norms": index.recon_norms,
+            "zero_items": index.zero_items,
+            "item_scale": index.item_scale,
+            "pair_tables": index.pair_tables,
+            "item_vectors": index.item_vectors,
+        },
+    )
+
+
+def index_from_parts(parts: _IndexParts) -> CompressedIndex:
+    header, arrays = parts
+    return CompressedIndex(
+        codebooks=Codebooks.from_arrays(header["codebooks"], arrays["codebooks"]),
+        codes=arrays["codes"],
+        item_ids=header["item_ids"],
+        recon_norms=arrays["recon_norms"],
+        zero_items=arrays["zero_items"],
+        item_scale=arrays["item_scale"],
+        pair_tables=arrays["pair_tables"],
+        item_vectors=arrays["item_vectors"],
+        lut_path=header["lut_path"],
+    )
+
+
+def _pack(answer: dict[str, NDArray[Any]]) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **answer)
+    return buf.getvalue()
+
+
+def _unpack(payload: bytes) -> dict[str, NDArray[Any]]:
+    with np.load(io.BytesIO(payload), allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def _eval_batch(
+    batch: dict[str, NDArray[Any]], token: str, parts_ref: Any, xb_ref: Any, blocks_ref: Any
+) -> dict[str, Any]:
+    import ray
+
+    ctx = _WORKER_CTX.get(token)
+    if ctx is None:  # first block of this evaluation on this worker: rebuild the index and the oracle once
+        _WORKER_CTX.clear()
+        ctx = _WORKER_CTX[token] = EvalContext(index_from_parts(ray.get(parts_ref)), ray.get(xb_ref))
+    blocks: list[Block] = ray.get(blocks_ref)
+    ids = np.asarray(batch["id"], dtype=np.int64)
+    return {"id": ids, "answer": np.array([_pack(eval_block(ctx, blocks[j])) for j in ids], dtype=object)}
+
+
+def ray_eval_runner(*, address: str | None = None) -> EvalRunner:
+    """An ``index.eval`` runner on Ray Data: one Ray task per block of evaluation queries (see the
+    module docstring); the answers are returned to the driver in block order."""
+
+    def run(index: CompressedIndex, xb: NDArray[np.float32], blocks: list[Block]) -> list[dict[str, Any]]:
+        ray = ensure_ray(address)
+        if not blocks:
+            return []
+        refs = {
+            "parts_ref": ray.put(index_parts(index)),
+            "xb_ref": ray.put(np.ascontiguousarray(xb, dtype=np.float32)),
+            "blocks_ref": ray.put(blocks),
+        }
+        ds = ray.data.range(len(blocks), override_num_blocks=len(blocks)).map_batches(
+            _eval_batch,
+            fn_kwargs={"token": uuid.uuid4().hex, **refs},
+            batch_size=1,
+            batch_format="numpy",
+        )
+        answers: list[dict[str, Any] | None] = [None] * len(blocks)
+        for b in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            for j, payload in zip(b["id"], b["answer"], strict=True):
+                answers[int(j)] = _unpack(payload)
+        missing = [j for j, a in enumerate(answers) if a is None]
+        if missing:
+            raise ConfigError(f"evaluation on Ray: no answer for blocks {missing[:5]} of {len(blocks)}.")
+        return answers  # type: ignore[return-value]
+
+    return run

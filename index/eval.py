@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -9,7 +10,7 @@ from numpy.typing import NDArray
 
 from .codebooks import Codebooks, normalize_rows
 from .embeddings import Embeddings
-from .exact import exact_search
+from .exact import ExactIndex
 from .index import CompressedIndex
 
 
@@ -71,6 +72,64 @@ def _rows(results: list[Any], k: int) -> NDArray[np.int64]:
     return out
 
 
+class EvalContext:
+    """What every block of evaluation queries reads: the index and exact search over its float items
+    (built once per process that runs blocks: the driver, or each Ray worker)."""
+
+    def __init__(self, index: CompressedIndex, xb: NDArray[np.float32]) -> None:
+        self.index = index
+        self.xb = xb
+        self._exact: dict[str, ExactIndex] = {}
+
+    def exact(self, metric: str) -> ExactIndex:
+        if metric not in self._exact:
+            self._exact[metric] = ExactIndex(self.xb, metric)
+        return self._exact[metric]
+
+
+# A block of evaluation queries: {"what": "user", "xq": (b, d) vectors} or {"what": "item", "rows": (b,)
+# item rows}, plus "kmax" and "rerank". Its answer: "truth", "found" and (user blocks, when reranking)
+# "found_rr", each (b, kmax) item rows padded with -1.
+Block = dict[str, Any]
+# runner(index, xb, blocks) -> one answer per block, in order; eval_block computes each answer. The
+# runner decides only WHERE blocks run (here, or index.distributed.ray_eval_runner on Ray Data): the
+# blocks are the same, so the report is too.
+EvalRunner = Callable[[CompressedIndex, NDArray[np.float32], list[Block]], list[dict[str, NDArray[np.int64]]]]
+
+
+def eval_block(ctx: EvalContext, block: Block) -> dict[str, NDArray[np.int64]]:
+    """Exact and compressed answers of one block of evaluation queries (see ``Block``)."""
+    index, kmax, rerank = ctx.index, int(block["kmax"]), int(block["rerank"])
+    if block["what"] == "user":
+        xq = block["xq"]
+        _, truth = ctx.exact(index.metric).search(xq, kmax)
+        out = {"truth": truth, "found": _rows(index.search(xq, kmax), kmax)}
+        if rerank:
+            out["found_rr"] = _rows(index.search(xq, kmax, rerank=rerank), kmax)
+        return out
+    irows = np.asarray(block["rows"], dtype=np.int64)
+    _, truth_i = ctx.exact(index.similar_metric).search(ctx.xb[irows], kmax + 1)
+    truth_i = np.stack([_drop(t, r, kmax) for t, r in zip(truth_i, irows, strict=True)])
+    return {"truth": truth_i, "found": _rows(index.similar([index.item_ids[r] for r in irows], kmax), kmax)}
+
+
+def local_runner(index: CompressedIndex, xb: NDArray[np.float32], blocks: list[Block]) -> list[dict[str, Any]]:
+    """Run every block in this process."""
+    ctx = EvalContext(index, xb)
+    return [eval_block(ctx, b) for b in blocks]
+
+
+def _blocks(what: str, key: str, values: NDArray[Any], size: int, kmax: int, rerank: int) -> list[Block]:
+    return [
+        {"what": what, key: values[i0 : i0 + size], "kmax": kmax, "rerank": rerank}
+        for i0 in range(0, len(values), size)
+    ]
+
+
+def _stack(answers: list[dict[str, Any]], key: str) -> NDArray[np.int64]:
+    return np.concatenate([a[key] for a in answers])
+
+
 def evaluate_index(
     index: CompressedIndex,
     items: Embeddings,
@@ -80,6 +139,8 @@ def evaluate_index(
     ks: tuple[int, ...] = (10, 100),
     rerank: int = 100,
     seed: int = 0,
+    runner: EvalRunner | None = None,
+    block_size: int = 256,
 ) -> dict[str, Any]:
     """Recall of the index against exact search on the original float vectors.
 
@@ -87,30 +148,37 @@ def evaluate_index(
     exact search under the index metric. item->item: a sample of non-zero items queried by id;
     truth is exact cosine (l2 for l2 indexes) over the items, the query itself excluded, zero items
     never neighbours (so they are not counted as misses). Rerank figures when item vectors are kept.
+
+    The queries run in blocks of ``block_size`` through ``runner`` (default: this process;
+    ``index.distributed.ray_eval_runner()``: on Ray Data). Sampling and the figures stay on the caller.
     """
     kmax = max(ks)
     report: dict[str, Any] = {"nq": 0, "seed": seed}
     xq = users.vectors if users is not None else items.vectors
     qrows = sample_rows(len(xq), nq, seed)
-    xq = xq[qrows]
+    xq = np.ascontiguousarray(xq[qrows], dtype=np.float32)
     report["nq"] = len(qrows)
     report["user_queries"] = "users" if users is not None else "items"
-    _, truth = exact_search(items.vectors, xq, kmax, index.metric)
-    found = _rows(index.search(xq, kmax), kmax)
-    report["user_to_item"] = {f"recall@{k}": round(recall_at_k(found, truth, k), 4) for k in ks}
-    if index.item_vectors is not None and rerank:
-        found_rr = _rows(index.search(xq, kmax, rerank=max(rerank, kmax)), kmax)
-        report["user_to_item_rerank"] = {
-            "candidates": max(rerank, kmax),
-            **{f"recall@{k}": round(recall_at_k(found_rr, truth, k), 4) for k in ks},
-        }
+    rr = max(rerank, kmax) if index.item_vectors is not None and rerank else 0
 
     metric = index.similar_metric
     nonzero = np.flatnonzero(~index.zero_items) if metric == "cosine" else np.arange(len(index))
     irows = nonzero[sample_rows(len(nonzero), nq, seed + 1)]
-    _, truth_i = exact_search(items.vectors, items.vectors[irows], kmax + 1, metric)
-    truth_i = np.stack([_drop(t, r, kmax) for t, r in zip(truth_i, irows, strict=True)])
-    found_i = _rows(index.similar([index.item_ids[r] for r in irows], kmax), kmax)
+
+    user_blocks = _blocks("user", "xq", xq, block_size, kmax, rr)
+    blocks = user_blocks + _blocks("item", "rows", irows, block_size, kmax, 0)
+    answers = (runner or local_runner)(index, items.vectors, blocks)
+    ua, ia = answers[: len(user_blocks)], answers[len(user_blocks) :]
+
+    truth, found = _stack(ua, "truth"), _stack(ua, "found")
+    report["user_to_item"] = {f"recall@{k}": round(recall_at_k(found, truth, k), 4) for k in ks}
+    if rr:
+        found_rr = _stack(ua, "found_rr")
+        report["user_to_item_rerank"] = {
+            "candidates": rr,
+            **{f"recall@{k}": round(recall_at_k(found_rr, truth, k), 4) for k in ks},
+        }
+    truth_i, found_i = _stack(ia, "truth"), _stack(ia, "found")
     report["item_to_item"] = {
         "metric": metric,
         "nq": len(irows),

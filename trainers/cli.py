@@ -257,7 +257,8 @@ def build(
         bool,
         typer.Option(
             "--ray/--no-ray",
-            help="Encode on Ray Data (the 'distributed' extra): a local Ray on this machine, or --ray-address.",
+            help="Encode and evaluate on Ray Data (the 'distributed' extra): a local Ray on this machine, "
+            "or --ray-address.",
         ),
     ] = False,
     ray_address: Annotated[
@@ -285,11 +286,12 @@ def build(
         cb = Codebooks.load(codebooks)
         it = load_embeddings(items, item_ids)
         us = load_embeddings(users, user_ids) if users else None
-        encoder = None
+        encoder = runner = None
         if ray or ray_address:
-            from index.distributed import ray_encoder
+            from index.distributed import ray_encoder, ray_eval_runner
 
             encoder = ray_encoder(shards=shards, batch_size=batch_size, address=ray_address)
+            runner = ray_eval_runner(address=ray_address)
         index = build_index(
             cb,
             it,
@@ -315,7 +317,7 @@ def build(
             attach_semantic_ids(index, tok, s_items, users=s_users)
         elif semantic_items or tokenize_users or semantic_users:
             raise VqrecError("--semantic-items / --tokenize-users / --semantic-users need --semantic-ids TOKENIZER.")
-        report = evaluate_index(index, it, us, nq=eval_queries) if evaluate else {}
+        report = evaluate_index(index, it, us, nq=eval_queries, runner=runner) if evaluate else {}
         manifest = save_index(index, out, overwrite=force, evaluation=report)
     except VqrecError as e:
         raise _fail(e) from None
