@@ -26,7 +26,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -270,9 +270,10 @@ class IndexStore:
             index.path = final
             return version
 
-    def publish_dir(self, src: str, name: str) -> str:
+    def publish_dir(self, src: str, name: str, *, on_file: Callable[[str], None] | None = None) -> str:
         """Copy the index artifact at ``src`` in as a new version (its ``index_version`` kept), verifying
-        the copy (format, sizes, sha256, shapes) before it appears; returns the version id."""
+        the copy (format, sizes, sha256, shapes) before it appears; returns the version id.
+        ``on_file(file name)`` is called after each file is copied into the staging directory (progress)."""
         manifest = read_manifest(src, artifact="index", versions=READABLE_VERSIONS)
         version = _check_name("version", str(manifest.get("index_version")))
         with self._locked(name):
@@ -291,6 +292,8 @@ class IndexStore:
                     if not os.path.isfile(s):
                         raise ArtifactCorrupt(f"{s}: missing (listed in the manifest).")
                     shutil.copyfile(s, os.path.join(staged, fname))
+                    if on_file is not None:
+                        on_file(fname)
                 load_index(staged, mmap=False, verify=True)
                 umask = os.umask(0)
                 os.umask(umask)

@@ -16,7 +16,10 @@ next run resumes (same inputs) or cleans up.
 
 Exit codes: 0 published (or already up to date); 1 unexpected error; 2 usage/config error; 3 input
 error (embeddings); 4 gate refused (recall under the floor or dropped more than max_drop); 5 publish
-or activate failed (alias unchanged); 6 notify failed (the new version is published and active)."""
+or activate failed (alias unchanged); 6 notify failed (the new version is published and active); 7 another
+rebuild of this index is running.
+
+--ray (or [distributed] ray = true) encodes and evaluates on Ray Data; the artifact is the same."""
 
 
 def register(app: typer.Typer, train_app: typer.Typer) -> None:  # noqa: ARG001 (same signature as the others)
@@ -25,6 +28,19 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:  # noqa: ARG001 
         config: Annotated[str, typer.Option("--config", "-c", help="rebuild.toml (see trainers/rebuild.py).")],
         no_notify: Annotated[bool, typer.Option("--no-notify", help="Do not call [notify] url.")] = False,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+        ray: Annotated[
+            bool | None,
+            typer.Option(
+                "--ray/--no-ray",
+                help="Encode and evaluate on Ray Data (default: [distributed] ray in the config).",
+            ),
+        ] = None,
+        ray_address: Annotated[
+            str | None,
+            typer.Option(
+                envvar="RAY_ADDRESS", help="Ray cluster, e.g. ray://head:10001 (implies --ray; overrides the config)."
+            ),
+        ] = None,
     ) -> None:
         from index.errors import ConfigError, InputError, VqrecError
 
@@ -39,6 +55,12 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:  # noqa: ARG001 
             cfg = load_rebuild_config(config)
         except VqrecError as e:
             raise fail(str(e), EXIT_CONFIG) from None
+        if ray_address:
+            cfg.ray, cfg.ray_address = True, ray_address
+        if ray is not None:
+            cfg.ray = ray
+            if not ray:
+                cfg.ray_address = None
         try:
             rows = run_rebuild(
                 cfg, do_notify=not no_notify, show_progress=not quiet, echo=lambda s: typer.echo(s, err=True)

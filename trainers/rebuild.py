@@ -15,6 +15,13 @@ together with a fingerprint of the inputs (embeddings, trainer config, drift thr
     publish  the index copied into versions/ (staged under a hidden name and renamed: all or nothing)
     activate the alias flipped atomically (the old version becomes ``previous``); then prune, notify
 
+With ``[distributed] ray = true`` (or ``vqrec rebuild --ray``) the encoding and the evaluation of the
+build step run on Ray Data (index/distributed.py); training stays on the driver (on a sample, as
+always). The artifact is the same byte for byte on the codes, and the evaluation report is identical.
+
+One rebuild per name at a time: ``{root}/{name}/.rebuild.lock`` (flock) is held for the whole run; a
+second run exits 7 at once.
+
 The alias only changes in ``activate``, so a kill -9 at any earlier point leaves the active version served
 and untouched. The next run resumes from the last completed step when the fingerprint matches; otherwise
 it deletes the work directory and any version it had published but not activated. Interrupted store
@@ -29,15 +36,19 @@ Exit codes (one meaning each):
     4  gate refused: recall under the floor or dropped more than max_drop (the message names the figures)
     5  publish or activate failed (the alias is unchanged)
     6  notify failed (the new version IS published and active; only the service was not told)
+    7  another rebuild of this name is running (nothing done)
 
-Test hook: ``VQREC_REBUILD_CRASH_AFTER=train|build|publish`` ends the process with ``os._exit(137)``
-right after that step is recorded (as kill -9 would; ``publish`` = published but the alias not flipped).
+Test hook: ``VQREC_REBUILD_CRASH_AFTER=<point>`` ends the process with ``os._exit(137)`` (as kill -9
+would) at one of: ``train`` (codebooks saved and recorded), ``mid-build`` (items encoded, nothing of the
+index saved), ``build`` (index saved and recorded), ``mid-publish`` (one file copied into the store's
+staging directory), ``publish`` (published, the alias not flipped).
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime
+import fcntl
 import hashlib
 import json
 import logging
@@ -61,11 +72,13 @@ EXIT_INPUT = 3
 EXIT_GATE = 4
 EXIT_PUBLISH = 5
 EXIT_NOTIFY = 6
+EXIT_BUSY = 7
 
 CRASH_ENV = "VQREC_REBUILD_CRASH_AFTER"
 WORK_DIR = ".rebuild"
 STATE = "state.json"
 STEPS = ("train", "build", "publish", "activate")
+LOCK = ".rebuild.lock"
 
 
 class RebuildError(Exception):
@@ -93,6 +106,9 @@ class RebuildConfig:
     notify_url: str | None = None
     admin_key_env: str = "VQREC_ADMIN_KEY"
     keep: int = 5
+    ray: bool = False
+    ray_address: str | None = None
+    shards: int | None = None
 
 
 _SECTIONS: dict[str, dict[str, tuple[str, type | tuple[type, ...]]]] = {
@@ -112,6 +128,7 @@ _SECTIONS: dict[str, dict[str, tuple[str, type | tuple[type, ...]]]] = {
     },
     "notify": {"url": ("notify_url", str), "admin_key_env": ("admin_key_env", str)},
     "store": {"keep": ("keep", int)},
+    "distributed": {"ray": ("ray", bool), "address": ("ray_address", str), "shards": ("shards", int)},
 }
 
 
@@ -142,7 +159,7 @@ def load_rebuild_config(path: str) -> RebuildConfig:
         for key, (attr, typ) in keys.items():
             if key in table:
                 v = table[key]
-                if isinstance(v, bool) or not isinstance(v, typ):
+                if (isinstance(v, bool) and typ is not bool) or not isinstance(v, typ):
                     raise ConfigError(f"{path}: [{section}] {key} has the wrong type ({v!r}).")
                 values[attr] = v
     for req, section in (("root", "index"), ("name", "index"), ("items", "data")):
@@ -164,6 +181,10 @@ def load_rebuild_config(path: str) -> RebuildConfig:
         raise ConfigError(f"{path}: [gate] recall_floor must be in 0..1 and max_drop >= 0.")
     if cfg.k < 1 or cfg.queries < 1 or cfg.keep < 1:
         raise ConfigError(f"{path}: [gate] k, [gate] queries and [store] keep must be >= 1.")
+    if cfg.shards is not None and cfg.shards < 1:
+        raise ConfigError(f"{path}: [distributed] shards must be >= 1.")
+    if cfg.ray_address:
+        cfg.ray = True  # an address means Ray
     return cfg
 
 
@@ -252,6 +273,29 @@ def _clean_stagings(store: Any, name: str) -> None:
                 shutil.rmtree(e.path, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def rebuild_lock(root: str, name: str) -> Any:
+    """Hold ``{root}/{name}/.rebuild.lock`` (flock, released by the kernel when the process dies, kill -9
+    included) or raise RebuildError(EXIT_BUSY) naming the pid that holds it."""
+    d = os.path.join(root, name)
+    os.makedirs(d, exist_ok=True)
+    path = os.path.join(d, LOCK)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+            raise RebuildError(
+                f"another rebuild of {name!r} is running (pid {holder}; lock {path}); nothing done.", EXIT_BUSY
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
 def notify(cfg: RebuildConfig, version: str) -> str:
     url = f"{cfg.notify_url.rstrip('/')}/v1/admin/indexes/{cfg.name}/reload"  # type: ignore[union-attr]
     req = urllib.request.Request(
@@ -278,17 +322,10 @@ def run_rebuild(
     echo: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Run (or resume) the rebuild; returns the summary rows. Raises RebuildError with an exit code."""
-    from index.artifact import load_index, save_index
-    from index.build import build_index
-    from index.codebooks import Codebooks
     from index.embeddings import load_embeddings
-    from index.eval import evaluate_index
-    from index.store import IndexStore
 
     from .config import TrainConfig
-    from .quantizers import train
 
-    store = IndexStore(cfg.root)
     try:
         items = load_embeddings(cfg.items, cfg.item_ids)
         users = load_embeddings(cfg.users, cfg.user_ids) if cfg.users else None
@@ -303,7 +340,30 @@ def run_rebuild(
         raise RebuildError(str(e), EXIT_INPUT) from None
     if users is not None and users.d != items.d:
         raise RebuildError(f"{users.source}: user dimension ({users.d}) != item dimension ({items.d}).", EXIT_INPUT)
+    with rebuild_lock(cfg.root, cfg.name):
+        return _run_locked(cfg, items, users, tcfg, do_notify=do_notify, show_progress=show_progress, echo=echo)
 
+
+def _run_locked(
+    cfg: RebuildConfig,
+    items: Any,
+    users: Any,
+    tcfg: Any,
+    *,
+    do_notify: bool,
+    show_progress: bool,
+    echo: Callable[[str], None],
+) -> dict[str, Any]:
+    from index.artifact import load_index, save_index
+    from index.build import build_index, local_encoder
+    from index.codebooks import Codebooks
+    from index.eval import evaluate_index
+    from index.progress import progress
+    from index.store import IndexStore
+
+    from .quantizers import train
+
+    store = IndexStore(cfg.root)
     active_version = store.active(cfg.name) if os.path.isdir(store.name_dir(cfg.name)) else None
     active = load_index(store.path(cfg.name), mmap=True, verify=True) if active_version else None
     active_recall = _recall(active.manifest.get("evaluation"), cfg.k) if active is not None else None
@@ -373,11 +433,27 @@ def run_rebuild(
     # 2. build + evaluate
     idx_dir = os.path.join(work, "index")
     if "build" not in steps:
-        echo("rebuild [2/5] build: encoding items and evaluating against exact search")
+        where = f"Ray ({cfg.ray_address or 'local'})" if cfg.ray else "this process"
+        echo(f"rebuild [2/5] build: encoding items and evaluating against exact search in {where}")
         cb = Codebooks.load(cb_dir)
-        index = build_index(cb, items, users=users, show_progress=show_progress)
+        runner = None
+        if cfg.ray:
+            from index.distributed import ray_encoder, ray_eval_runner
+
+            encoder = ray_encoder(shards=cfg.shards, address=cfg.ray_address)
+            runner = ray_eval_runner(address=cfg.ray_address)
+        else:
+            encoder = local_encoder(show_progress=show_progress)
+
+        def encode(codebooks: Any, x: Any, what: str) -> Any:
+            out = encoder(codebooks, x, what)
+            if what == "items":
+                _crash_hook("mid-build")
+            return out
+
+        index = build_index(cb, items, users=users, show_progress=show_progress, encoder=encode)
         index.manifest["rebuild"] = {"codebooks": decision, "base_version": active_version}
-        ev = evaluate_index(index, items, users, nq=cfg.queries, ks=tuple(sorted({cfg.k, 10, 100})))
+        ev = evaluate_index(index, items, users, nq=cfg.queries, ks=tuple(sorted({cfg.k, 10, 100})), runner=runner)
         manifest = save_index(index, idx_dir, overwrite=True, evaluation=ev)
         done("build", {"version": manifest["index_version"], "recall": _recall(ev, cfg.k)})
     version = steps["build"]["version"]
@@ -411,7 +487,13 @@ def run_rebuild(
         echo(f"rebuild [4/5] publish: {version}")
         try:
             if not os.path.isdir(store.version_dir(cfg.name, version)):
-                store.publish_dir(idx_dir, cfg.name)
+                with progress(desc="publish", unit="file", disable=not show_progress) as bar:
+
+                    def copied(fname: str) -> None:
+                        bar.update(1)
+                        _crash_hook("mid-publish")
+
+                    store.publish_dir(idx_dir, cfg.name, on_file=copied)
         except VqrecError as e:
             raise RebuildError(f"publish failed: {e}", EXIT_PUBLISH) from None
         done("publish", {"version": version})

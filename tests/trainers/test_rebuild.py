@@ -6,11 +6,13 @@ crash (the VQREC_REBUILD_CRASH_AFTER test hook: os._exit(137), as kill -9) ends 
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -20,6 +22,7 @@ from index.artifact import load_index
 from index.embeddings import save_embeddings
 from index.store import IndexStore
 from tests.conftest import recsys_arrays
+from trainers.rebuild import rebuild_lock
 
 NAME = "movies"
 _APP = (
@@ -45,14 +48,17 @@ def rebuild(config: pathlib.Path, *, crash: str | None = None) -> subprocess.Com
     )
 
 
-def write_config(path: pathlib.Path, root: pathlib.Path, items: str, users: str, **gate: Any) -> pathlib.Path:
+TRAIN = "[train]\nmethod = 'pq'\nM = 8\nnbits = 5\nniter = 8\neval_queries = 50\n"
+
+
+def write_config(
+    path: pathlib.Path, root: pathlib.Path, items: str, users: str, *, train: str = TRAIN, extra: str = "", **gate: Any
+) -> pathlib.Path:
     g = {"recall_floor": 0.3, "max_drop": 0.5, "k": 10, "queries": 100, **gate}
     path.write_text(
         f'[index]\nroot = "{root}"\nname = "{NAME}"\n'
-        f'[data]\nitems = "{items}"\nusers = "{users}"\n'
-        "[train]\nmethod = 'pq'\nM = 8\nnbits = 5\nniter = 8\neval_queries = 50\n"
-        "[drift]\nmax_relative_mse_increase = 0.1\n"
-        "[gate]\n" + "".join(f"{k} = {v}\n" for k, v in g.items()) + "[store]\nkeep = 5\n"
+        f'[data]\nitems = "{items}"\nusers = "{users}"\n' + train + "[drift]\nmax_relative_mse_increase = 0.1\n"
+        "[gate]\n" + "".join(f"{k} = {v}\n" for k, v in g.items()) + "[store]\nkeep = 5\n" + extra
     )
     return path
 
@@ -87,9 +93,9 @@ def store_root(data: dict[str, Any], tmp_path: pathlib.Path) -> pathlib.Path:
     return root
 
 
-def config(data: dict[str, Any], root: pathlib.Path, tmp_path: pathlib.Path, items: str = "items_v2.npz", **gate: Any):
+def config(data: dict[str, Any], root: pathlib.Path, tmp_path: pathlib.Path, items: str = "items_v2.npz", **kw: Any):
     d = data["dir"]
-    return write_config(tmp_path / "rebuild.toml", root, str(d / items), str(d / "users.npz"), **gate)
+    return write_config(tmp_path / "rebuild.toml", root, str(d / items), str(d / "users.npz"), **kw)
 
 
 def served(root: pathlib.Path, xq: np.ndarray) -> tuple[bytes, str, list[list[str]]]:
@@ -129,7 +135,7 @@ def test_gate_refuses_and_leaves_the_alias(data: dict[str, Any], store_root: pat
     assert len(IndexStore(str(store_root)).versions(NAME)) == 1
 
 
-@pytest.mark.parametrize("step", ["train", "build", "publish"])
+@pytest.mark.parametrize("step", ["train", "mid-build", "build", "mid-publish", "publish"])
 def test_kill_at_each_step_changes_nothing_served(
     data: dict[str, Any], store_root: pathlib.Path, tmp_path: pathlib.Path, step: str
 ):
@@ -141,6 +147,13 @@ def test_kill_at_each_step_changes_nothing_served(
     store = IndexStore(str(store_root))
     n_versions = len(store.versions(NAME))
     assert n_versions == (2 if step == "publish" else 1)
+    # where the process died: what the work directory and the store's staging hold
+    state = json.loads((store_root / NAME / ".rebuild" / "state.json").read_text())
+    recorded = {"train": {"train"}, "mid-build": {"train"}, "build": {"train", "build"}}
+    assert set(state["steps"]) == recorded.get(step, {"train", "build", *(["publish"] if step == "publish" else [])})
+    assert (store_root / NAME / ".rebuild" / "index").exists() == (step not in ("train", "mid-build"))
+    staging = [p for p in os.listdir(store.versions_dir(NAME)) if p.startswith(".publish-")]
+    assert len(staging) == (1 if step == "mid-publish" else 0)
     r = rebuild(cfg)
     assert r.returncode == 0, r.stderr
     assert "resuming" in r.stderr
@@ -176,6 +189,51 @@ def test_drift_decides_reuse_or_retrain(data: dict[str, Any], store_root: pathli
     assert load_index(store.path(NAME)).manifest["rebuild"]["codebooks"]["decision"] == "retrain"
 
 
+def test_gate_refuses_a_drop_larger_than_max_drop(
+    data: dict[str, Any], store_root: pathlib.Path, tmp_path: pathlib.Path
+):
+    """Floor passed, but recall fell from the active version by more than max_drop: refused, exit 4."""
+    before = served(store_root, data["xq"])
+    active_recall = load_index(IndexStore(str(store_root)).path(NAME)).manifest["evaluation"]["user_to_item"]
+    coarse = "[train]\nmethod = 'pq'\nM = 2\nnbits = 2\nniter = 8\neval_queries = 50\n"  # far fewer bits
+    r = rebuild(config(data, store_root, tmp_path, train=coarse, recall_floor=0.0, max_drop=0.02))
+    assert r.returncode == 4, r.stderr
+    assert "gate refused" in r.stderr and "below the floor" not in r.stderr
+    assert f"from the active version {before[1]}'s {active_recall['recall@10']}" in r.stderr
+    assert "more than max_drop 0.02" in r.stderr and "the alias still points at" in r.stderr
+    assert served(store_root, data["xq"]) == before
+    assert len(IndexStore(str(store_root)).versions(NAME)) == 1
+
+
+def test_notify_failure_exits_6_with_the_version_active(
+    data: dict[str, Any], store_root: pathlib.Path, tmp_path: pathlib.Path, free_port: Callable[[], int]
+):
+    """Nothing listens on the notify url: exit 6, and the new version is published and active all the same."""
+    store = IndexStore(str(store_root))
+    v1 = store.active(NAME)
+    url = f"http://127.0.0.1:{free_port()}"
+    r = rebuild(config(data, store_root, tmp_path, extra=f'[notify]\nurl = "{url}"\n'))
+    assert r.returncode == 6, r.stderr
+    v2 = store.active(NAME)
+    assert v2 != v1 and store.previous(NAME) == v1
+    assert f"notify failed: {url}/v1/admin/indexes/{NAME}/reload" in r.stderr
+    assert f"(version {v2} is published and active)" in r.stderr
+
+
+def test_a_second_rebuild_of_the_same_name_exits_7(
+    data: dict[str, Any], store_root: pathlib.Path, tmp_path: pathlib.Path
+):
+    before = served(store_root, data["xq"])
+    with rebuild_lock(str(store_root), NAME):  # as a running rebuild holds it
+        r = rebuild(config(data, store_root, tmp_path))
+    assert r.returncode == 7, r.stderr
+    assert f"another rebuild of '{NAME}' is running (pid {os.getpid()}" in r.stderr and "nothing done" in r.stderr
+    assert served(store_root, data["xq"]) == before
+    assert not (store_root / NAME / ".rebuild").exists()
+    r = rebuild(config(data, store_root, tmp_path))  # released: the next run goes through
+    assert r.returncode == 0, r.stderr
+
+
 def test_config_and_input_errors(data: dict[str, Any], store_root: pathlib.Path, tmp_path: pathlib.Path):
     bad = tmp_path / "bad.toml"
     bad.write_text("[index]\nroot = 'x'\n")
@@ -183,3 +241,10 @@ def test_config_and_input_errors(data: dict[str, Any], store_root: pathlib.Path,
     assert r.returncode == 2 and "name is required" in r.stderr
     r = rebuild(config(data, store_root, tmp_path, items="missing.npz"))
     assert r.returncode == 3 and "missing.npz" in r.stderr
+    for extra, msg in (
+        ('[distributed]\nray = "yes"\n', "[distributed] ray has the wrong type"),
+        ("[distributed]\nshards = 0\n", "[distributed] shards must be >= 1"),
+        ("[distributed]\nworkers = 2\n", "unknown keys ['workers'] in [distributed]"),
+    ):
+        r = rebuild(config(data, store_root, tmp_path, extra=extra))
+        assert r.returncode == 2 and msg in r.stderr, (extra, r.returncode, r.stderr)
