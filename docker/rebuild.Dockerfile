@@ -1,6 +1,7 @@
 # The rebuild job's image: vqrec with its base dependencies only (numpy, faiss, typer, tqdm): the rebuild
 # trains faiss codebooks (PQ/OPQ/RQ), so neither torch nor the web stack is needed. Build from the repo root:
 #   docker build -f docker/rebuild.Dockerfile -t vqrec-rebuild .
+#   docker build -f docker/rebuild.Dockerfile --build-arg EXTRAS=distributed -t vqrec-rebuild .   # + Ray Data
 # Run once per schedule (see docker-compose.yml); exit codes in trainers/rebuild.py.
 FROM python:3.11-slim
 
@@ -14,7 +15,9 @@ COPY pyproject.toml setup.py README.md ./
 COPY index ./index
 COPY trainers ./trainers
 COPY service ./service
-RUN pip install --no-cache-dir .
+# EXTRAS=distributed adds Ray Data for `[distributed] ray = true` (encode + evaluation on a Ray cluster)
+ARG EXTRAS=""
+RUN pip install --no-cache-dir ".${EXTRAS:+[$EXTRAS]}"
 
 # faiss's OpenMP threads spin-wait by default; a batch job sharing the host with the service should not
 ENV OMP_WAIT_POLICY=PASSIVE

@@ -68,8 +68,11 @@ def test_service_image_has_no_torch_and_serves() -> None:
 
 def test_rebuild_job_is_one_shot_and_shares_the_index_volume() -> None:
     installs = [ln for ln in REBUILD_DOCKERFILE.splitlines() if ln.startswith("RUN") and "pip install" in ln]
-    assert installs == ["RUN pip install --no-cache-dir ."]  # base deps: numpy, faiss, typer, tqdm
+    # base deps (numpy, faiss, typer, tqdm), plus the extras named by the EXTRAS build arg (default none)
+    assert installs == ['RUN pip install --no-cache-dir ".${EXTRAS:+[$EXTRAS]}"']
+    assert 'ARG EXTRAS=""' in REBUILD_DOCKERFILE
     api, job = COMPOSE["services"]["api"], COMPOSE["services"]["rebuild"]
+    assert job["build"]["args"] == {"EXTRAS": "${VQREC_REBUILD_EXTRAS:-}"}
     assert job["build"]["dockerfile"] == "docker/rebuild.Dockerfile"
     assert job["profiles"] == ["jobs"]  # not started by `docker compose up`; run by the operator's schedule
     assert job["restart"] == "no"
