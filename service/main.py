@@ -8,6 +8,9 @@ Nothing happens at import: no settings read, no index loaded (and no torch impor
 Auth (service.auth): read key on /v1/indexes/..., admin key on /v1/admin/...; /healthz, /readyz, /docs,
 /openapi.json open; /metrics open unless settings.metrics_public is false. No key configured = auth off.
 Observability (service.metrics): X-Request-ID on every response, /metrics, the vqrec.access log.
+Alias polling (service.poller): with settings.poll_seconds > 0 the lifespan starts an AliasPoller task
+(``app.state.poller``; None when off) that reloads a store index whose ACTIVE alias moved, and stops it
+at shutdown.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from threadpoolctl import threadpool_limits
 from .auth import AdminAuth, KeyRing, ReadAuth
 from .errors import install_error_handlers
 from .metrics import Metrics, ObservabilityMiddleware, RequestIdFilter, metrics_endpoint
+from .poller import AliasPoller
 from .registry import Registry, load_registry
 from .routes import admin, health, indexes, query, semantic
 from .settings import Settings
@@ -58,9 +62,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         logger.info("API keys: %d read, %d admin", len(ring.read), len(ring.admin))
     else:
         logger.warning("no API key configured (VQREC_API_KEYS / VQREC_ADMIN_KEYS): authentication is off")
+    poller = AliasPoller(app, settings.poll_seconds) if settings.poll_seconds > 0 else None
+    app.state.poller = poller
+    if poller is not None:
+        poller.start()
     try:
         yield
     finally:
+        if poller is not None:
+            await poller.stop()
         app.state.registry = Registry()
 
 
@@ -76,6 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.registry = Registry()  # empty until the lifespan runs: /readyz answers 503
     app.state.keyring = KeyRing(settings)
+    app.state.poller = None  # the lifespan starts one when settings.poll_seconds > 0
     app.state.metrics = metrics = Metrics(app)
     install_error_handlers(app)
     app.add_middleware(ObservabilityMiddleware, metrics=metrics)  # added last: outermost, sees every answer

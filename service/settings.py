@@ -7,6 +7,8 @@
     VQREC_API_KEYS=k1,k2                   read keys (queries, index metadata); JSON list or commas
     VQREC_ADMIN_KEYS=a1                    admin keys (/v1/admin/*; they may also read)
     VQREC_METRICS_PUBLIC=true              /metrics without a key (false: an admin key is needed)
+    VQREC_POLL_SECONDS=0                   > 0: every that many seconds, reload a store index whose
+                                           ACTIVE alias moved (service/poller.py); 0 = off
 
 No key configured (neither list) = authentication off. Keys are SecretStr: repr, str and logs show
 ``**********``, never the key.
@@ -50,6 +52,9 @@ class Settings(BaseSettings):
         default_factory=list, description="admin keys: /v1/admin/* (and everything a read key may do)"
     )
     metrics_public: bool = Field(True, description="serve /metrics without a key (else an admin key is needed)")
+    poll_seconds: float = Field(
+        0.0, ge=0, allow_inf_nan=False, description="seconds between alias polls (0 = off): reload when the alias moves"
+    )
 
     @field_validator("indexes", "api_keys", "admin_keys", mode="before")
     @classmethod

@@ -15,7 +15,9 @@ re-read from its directory (``version``, if sent, must be its index_version).
 
 One reload per name at a time (a non-blocking lock: 409 ``reload_in_progress``). Any failure of the
 candidate is 422 ``reload_failed``, the old version keeps serving, and ``details`` carries the
-``index_version`` still served. Rollback of a flat index, or of an alias with no previous version, is 409
+``index_version`` still served. The alias poller (service/poller.py, ``VQREC_POLL_SECONDS``) reloads through
+the same ``reload_locked`` under the same per-name lock (``lock_for``), with ``activate=False``: it follows
+the alias and never writes it. Rollback of a flat index, or of an alias with no previous version, is 409
 ``rollback_unavailable``. Outcomes are counted in ``vqrec_reloads_total{index,outcome}`` (409 / 404 are
 not reload attempts and are not counted).
 """
@@ -65,8 +67,9 @@ def _iso(ts: Any) -> str | None:
 @router.get("/indexes", summary="every configured index: path, version, load time, or why it failed")
 async def admin_indexes(request: Request, registry: RegistryDep) -> dict[str, Any]:
     """What the registry holds: loaded indexes (path, index_version, store_version for the versioned
-    store layout, items, load time) and failed ones (path, error). ``loaded_at`` is when the index was
-    (re)loaded (per index when the registry records it, else when the registry finished loading)."""
+    store layout, items, load time) and failed ones (path, error); ``poll_seconds``: the alias poll interval
+    (0 = off). ``loaded_at`` is when the index was (re)loaded (per index when the registry records it, else
+    when the registry finished loading)."""
     per_index = getattr(registry, "loaded_at", None)
     per_index = per_index if isinstance(per_index, dict) else {}
     fallback = getattr(request.app.state, "registry_loaded_at", None)
@@ -87,11 +90,14 @@ async def admin_indexes(request: Request, registry: RegistryDep) -> dict[str, An
         {"name": name, "path": registry.paths.get(name), "message": msg}
         for name, msg in sorted(registry.failed.items())
     ]
-    return {"loaded": registry.loaded, "indexes": indexes, "failed": failed}
+    settings = getattr(request.app.state, "settings", None)
+    poll_seconds = getattr(settings, "poll_seconds", 0.0)
+    return {"loaded": registry.loaded, "poll_seconds": poll_seconds, "indexes": indexes, "failed": failed}
 
 
 # ---- reload / rollback ---------------------------------------------------------------------------
-def _lock_for(app: FastAPI, name: str) -> threading.Lock:
+def lock_for(app: FastAPI, name: str) -> threading.Lock:
+    """The per-name reload lock (shared by the admin routes and the alias poller; never held while waiting)."""
     with _LOCKS_GUARD:
         locks: dict[str, threading.Lock] | None = getattr(app.state, "reload_locks", None)
         if locks is None:
@@ -99,7 +105,8 @@ def _lock_for(app: FastAPI, name: str) -> threading.Lock:
         return locks.setdefault(name, threading.Lock())
 
 
-def _serving(registry: Registry, name: str) -> str | None:
+def serving_version(registry: Registry, name: str) -> str | None:
+    """The index_version served for ``name`` (None when it is not loaded)."""
     index = registry.indexes.get(name)
     return None if index is None else index.version
 
@@ -108,30 +115,39 @@ def _reload(request: Request, registry: Registry, name: str, version: str | None
     app = request.app
     if name not in registry.paths:
         raise UnknownIndexError(f"unknown index {name!r}; available: {registry.names}.")
-    lock = _lock_for(app, name)
+    lock = lock_for(app, name)
     if not lock.acquire(blocking=False):
         raise ReloadInProgressError(f"a reload of index {name!r} is already running; retry when it finishes.")
     try:
-        return _reload_locked(app, registry, name, version, rollback=rollback)
+        return reload_locked(app, registry, name, version, rollback=rollback)
+    except ReloadFailedError as e:
+        target = (e.details or {}).get("candidate_version")
+        logger.error("%s (target %s)", e.message, target)
+        raise
     finally:
         lock.release()
 
 
 def _fail(app: FastAPI, registry: Registry, name: str, target: str | None, message: str) -> ReloadFailedError:
+    """Count the failure and build the 422 (the caller logs it: ERROR for the admin routes, WARNING once
+    per failed version for the poller)."""
     record_reload(app, name, False)
-    serving = _serving(registry, name)
-    logger.error("reload of index %r (target %s) failed: %s; still serving %s", name, target, message, serving)
+    serving = serving_version(registry, name)
     return ReloadFailedError(
         f"reload of index {name!r} failed: {message} (still serving {serving or 'nothing'}).",
         details={"index": name, "index_version": serving, "candidate_version": target},
     )
 
 
-def _reload_locked(
-    app: FastAPI, registry: Registry, name: str, version: str | None, *, rollback: bool
+def reload_locked(
+    app: FastAPI, registry: Registry, name: str, version: str | None, *, rollback: bool, activate: bool = True
 ) -> dict[str, Any]:
+    """Load, verify, self-test and swap in ``version`` of ``name`` (see the module docstring); the caller
+    holds ``lock_for(app, name)``. ``activate=False`` (the alias poller): never flip the alias, even when
+    it moved during the load (the poller sees the move on its next tick). Raises ReloadFailedError (counted
+    in the metrics, not logged) or RollbackUnavailableError."""
     t0 = time.perf_counter()
-    previous = _serving(registry, name)
+    previous = serving_version(registry, name)
     store_root = registry.stores.get(name)
     store = IndexStore(store_root) if store_root is not None else None
     target = version
@@ -185,7 +201,7 @@ def _reload_locked(
         )
     # ---- flip the alias (store layout, a version other than the active one), then swap
     alias_changed = False
-    if store is not None and target is not None:
+    if store is not None and target is not None and activate:
         try:
             if store.active(name) != target:
                 store.activate(name, target)

@@ -1,0 +1,175 @@
+"""Alias polling (``VQREC_POLL_SECONDS`` > 0): the service follows each store index's ACTIVE alias by itself.
+
+The lifespan starts ``AliasPoller`` (an asyncio task) when ``settings.poll_seconds`` > 0. Every interval it
+runs one tick in a worker thread (``asyncio.to_thread``: the event loop never waits on a load), which reads
+the alias of every store-backed name (``Registry.stores``: names found with an ``ACTIVE`` alias, including
+those whose alias could not be resolved at startup) and, when the alias names a new version, reloads through
+the admin reload path: ``service.routes.admin.reload_locked`` under the same per-name lock (load into memory,
+verify every checksum, replay the self-test probes, atomic swap, ``vqrec_reloads_total{index,outcome}`` and
+``vqrec_reload_failures_total{index}``). Flat artifacts are not polled.
+
+The poller acts on alias *changes*, not on "served version != alias":
+
+- it remembers, per name, the alias version it last saw (at start: the version the startup load read from
+  the alias, loaded or failed; none when the alias could not be resolved) and acts only when the alias
+  names another version;
+- when that version is already served it only notes it. ``POST /v1/admin/indexes/{name}/reload`` to a
+  version other than the alias's, and ``.../rollback``, flip the alias themselves, so the poller sees the
+  move, finds the version already served and does nothing: a manual reload or rollback is never undone;
+- when a manual reload holds the name's lock, that name is skipped this tick and looked at again next tick;
+- a version that fails (missing, checksum, self-test; also a version that failed at startup) is logged once
+  at WARNING with the reason, counted once, and not retried until the alias moves to another version (a
+  manual ``POST .../reload`` retries it on demand, e.g. after repairing the files in place);
+- it never writes the alias (``activate=False``): if the alias moves again during a load, the next tick
+  follows it. A successful poll reload logs ``alias moved: NAME OLD -> NEW`` at INFO.
+
+``stop()`` (lifespan shutdown) wakes the sleeping task at once; a tick in progress finishes the name it is
+loading (bounded wait of about one interval, then the task is cancelled and the worker thread abandoned:
+its swap lands in the registry being discarded).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from typing import TYPE_CHECKING
+
+from index import VqrecError
+from index.store import IndexStore
+
+from .errors import ReloadFailedError
+from .metrics import record_reload
+from .registry import Registry
+from .routes.admin import lock_for, reload_locked
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+logger = logging.getLogger(__name__)
+
+
+class AliasPoller:
+    """Follows the ACTIVE alias of every store-backed index of ``app.state.registry`` (see the module doc)."""
+
+    def __init__(self, app: FastAPI, interval: float) -> None:
+        if not interval > 0:
+            raise ValueError(f"poll interval must be > 0, got {interval!r}.")
+        self.app = app
+        self.interval = float(interval)
+        self.seen: dict[str, str | None] = {}  # name -> the alias version last seen (acted on or noted)
+        self._alias_errors: dict[str, str] = {}  # name -> the alias read error last logged (logged once)
+        self.ticks = 0  # ticks completed (for tests and diagnostics)
+        self._halt = threading.Event()  # read by the worker thread between names
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    # ---- lifecycle (event loop) ----------------------------------------------------------------
+    def start(self) -> None:
+        """Remember what the startup load read from each alias, and start the task (call in the loop)."""
+        registry: Registry = self.app.state.registry
+        for name in sorted(registry.stores):
+            self.seen[name] = registry.versions.get(name)
+        self._wake = asyncio.Event()
+        self._task = asyncio.create_task(self._run(), name="vqrec-alias-poller")
+        logger.info("polling the alias of %d store index(es) every %g s", len(self.seen), self.interval)
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def stop(self) -> None:
+        """Stop the task: at once when it sleeps, else after the current name (waits about one interval)."""
+        self._halt.set()
+        if self._wake is not None:
+            self._wake.set()
+        task, self._task = self._task, None
+        if task is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(task), timeout=max(self.interval, 1.0))
+        except TimeoutError:
+            logger.warning("alias poller still loading at shutdown: abandoning the load")
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _run(self) -> None:
+        assert self._wake is not None
+        while not self._halt.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self.interval)
+            if self._halt.is_set():
+                break
+            try:
+                await asyncio.to_thread(self.tick)
+            except Exception:  # never let one bad tick end the polling
+                logger.exception("alias poll tick failed")
+            self.ticks += 1
+
+    # ---- one tick (worker thread) --------------------------------------------------------------
+    def tick(self) -> None:
+        """Look at every store-backed name once (blocking: run it in a worker thread)."""
+        registry: Registry = self.app.state.registry
+        for name in sorted(registry.stores):
+            if self._halt.is_set():
+                return
+            self._check(registry, name)
+
+    def _read_alias(self, store: IndexStore, name: str) -> str | None:
+        """The alias' version, or None when there is none or it is unreadable (logged once per message)."""
+        try:
+            version = store.active(name)
+        except (VqrecError, OSError) as e:
+            message = str(e)
+            if self._alias_errors.get(name) != message:
+                self._alias_errors[name] = message
+                logger.warning("alias poll: the alias of index %r cannot be read: %s", name, message)
+            return None
+        self._alias_errors.pop(name, None)
+        return version
+
+    def _check(self, registry: Registry, name: str) -> None:
+        store = IndexStore(registry.stores[name])
+        alias = self._read_alias(store, name)
+        if alias is None or alias == self.seen.get(name):
+            return  # the alias did not move since the last look
+        lock = lock_for(self.app, name)
+        if not lock.acquire(blocking=False):
+            logger.debug("alias poll: a reload of index %r is running; looking again next tick", name)
+            return
+        try:
+            alias = self._read_alias(store, name)  # re-read under the lock: a manual reload may just have moved it
+            if alias is None or alias == self.seen.get(name):
+                return
+            self.seen[name] = alias  # acted on once, whatever the outcome: a failed version is not retried
+            served = registry.versions.get(name) if name in registry.indexes else None
+            if alias == served:
+                logger.debug("alias poll: index %r alias moved to %s, already served", name, alias)
+                return
+            try:
+                out = reload_locked(self.app, registry, name, alias, rollback=False, activate=False)
+            except ReloadFailedError as e:
+                logger.warning(
+                    "alias poll: the alias of index %r moved to %s, which was refused: %s; not retried until the "
+                    "alias moves again",
+                    name,
+                    alias,
+                    e.message,
+                )
+                return
+            except Exception as e:  # unexpected (the admin route would answer 500): counted, logged once
+                record_reload(self.app, name, False)
+                logger.warning(
+                    "alias poll: reloading index %r version %s failed unexpectedly: %s; not retried until the "
+                    "alias moves again",
+                    name,
+                    alias,
+                    e,
+                    exc_info=True,
+                )
+                return
+            logger.info("alias moved: %s %s -> %s", name, served, out["store_version"])
+        finally:
+            lock.release()
