@@ -45,11 +45,13 @@ def free_port() -> int:
 @contextlib.contextmanager
 def serve(index_root: str, *, startup_timeout: float = 90.0) -> Iterator[str]:
     """Run the real service (uvicorn, create_app factory) on a free 127.0.0.1 port until /readyz is 200;
-    yield its base URL; terminate it afterwards."""
+    yield its base URL; terminate it afterwards. The bench's own service: no ``VQREC_*`` setting of the
+    caller's environment reaches it (API keys, alias polling, index selection would change what is measured)."""
     import httpx
 
     port = free_port()
-    env = {**os.environ, "VQREC_INDEX_ROOT": index_root, "VQREC_PROGRESS": "0"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VQREC_")}
+    env.update(VQREC_INDEX_ROOT=index_root, VQREC_PROGRESS="0")
     logf = tempfile.TemporaryFile(mode="w+")
     cmd = [
         sys.executable,

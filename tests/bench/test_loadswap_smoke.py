@@ -22,7 +22,10 @@ def _figures(row: dict) -> None:
     assert row["p50_ms"] <= row["p99_ms"]
 
 
-def test_loadswap_smoke(tmp_path) -> None:
+def test_loadswap_smoke(tmp_path, monkeypatch) -> None:
+    # the caller's service settings must not reach the bench's own service (keys would make every request 401)
+    monkeypatch.setenv("VQREC_API_KEYS", "a-key-of-the-caller")
+    monkeypatch.setenv("VQREC_ADMIN_KEYS", "an-admin-key-of-the-caller")
     out = tmp_path / "loadswap.json"
     args = ["--synthetic", "--seconds", "1", "--concurrency", "2", "--swaps", "2", "--max-requests", "2000"]
     rep = loadswap.main([*args, "--out", str(out)])
