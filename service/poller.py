@@ -8,24 +8,26 @@ the admin reload path: ``service.routes.admin.reload_locked`` under the same per
 verify every checksum, replay the self-test probes, atomic swap, ``vqrec_reloads_total{index,outcome}`` and
 ``vqrec_reload_failures_total{index}``). Flat artifacts are not polled.
 
-The poller acts on alias *changes*, not on "served version != alias":
+The rule: reload when the alias names a version other than the one served, unless that version is the
+one whose reload last failed for this name.
 
-- it remembers, per name, the alias version it last saw (at start: the version the startup load read from
-  the alias, loaded or failed; none when the alias could not be resolved) and acts only when the alias
-  names another version;
-- when that version is already served it only notes it. ``POST /v1/admin/indexes/{name}/reload`` to a
-  version other than the alias's, and ``.../rollback``, flip the alias themselves, so the poller sees the
-  move, finds the version already served and does nothing: a manual reload or rollback is never undone;
-- when a manual reload holds the name's lock, that name is skipped this tick and looked at again next tick;
-- a version that fails (missing, checksum, self-test; also a version that failed at startup) is logged once
-  at WARNING with the reason, counted once, and not retried until the alias moves to another version (a
-  manual ``POST .../reload`` retries it on demand, e.g. after repairing the files in place);
-- it never writes the alias (``activate=False``): if the alias moves again during a load, the next tick
+- It converges on the alias whatever moved it and in whatever order (``vqrec activate``/``rollback``, a
+  rebuild, the admin routes): there is no "last seen" state that two quick moves could fool.
+- ``POST /v1/admin/indexes/{name}/reload`` and ``.../rollback`` flip the alias to the version they swap in,
+  so after them alias == served and the poller has nothing to do: a manual reload is never undone.
+- When a manual reload holds the name's lock, that name is skipped this tick and looked at again next tick;
+  alias and served version are read again under the lock.
+- A version that fails (missing, checksum, self-test; also the version that failed at startup) is logged
+  once at WARNING with the reason, counted once, and not retried by the poller until the alias names
+  another version (``POST .../reload`` retries it on demand, e.g. after repairing the files in place).
+- It never writes the alias (``activate=False``): if the alias moves again during a load, the next tick
   follows it. A successful poll reload logs ``alias moved: NAME OLD -> NEW`` at INFO.
+- Names are those found at startup (``Registry.stores``): a name published for the first time later is
+  served after a restart.
 
-``stop()`` (lifespan shutdown) wakes the sleeping task at once; a tick in progress finishes the name it is
-loading (bounded wait of about one interval, then the task is cancelled and the worker thread abandoned:
-its swap lands in the registry being discarded).
+``stop()`` (lifespan shutdown) wakes the sleeping task at once; a tick in progress gets up to
+``STOP_TIMEOUT`` seconds to finish the name it is loading, then the task is cancelled (the worker thread
+finishes its load into the registry being discarded).
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+STOP_TIMEOUT = 10.0  # seconds shutdown waits for a poll load in progress
+
 
 class AliasPoller:
     """Follows the ACTIVE alias of every store-backed index of ``app.state.registry`` (see the module doc)."""
@@ -58,7 +62,7 @@ class AliasPoller:
             raise ValueError(f"poll interval must be > 0, got {interval!r}.")
         self.app = app
         self.interval = float(interval)
-        self.seen: dict[str, str | None] = {}  # name -> the alias version last seen (acted on or noted)
+        self.failed: dict[str, str] = {}  # name -> the alias version whose reload failed (not retried)
         self._alias_errors: dict[str, str] = {}  # name -> the alias read error last logged (logged once)
         self.ticks = 0  # ticks completed (for tests and diagnostics)
         self._halt = threading.Event()  # read by the worker thread between names
@@ -67,20 +71,22 @@ class AliasPoller:
 
     # ---- lifecycle (event loop) ----------------------------------------------------------------
     def start(self) -> None:
-        """Remember what the startup load read from each alias, and start the task (call in the loop)."""
+        """Remember the versions that failed at startup, and start the task (call in the loop)."""
         registry: Registry = self.app.state.registry
         for name in sorted(registry.stores):
-            self.seen[name] = registry.versions.get(name)
+            version = registry.versions.get(name)
+            if name in registry.failed and version is not None:
+                self.failed[name] = version
         self._wake = asyncio.Event()
         self._task = asyncio.create_task(self._run(), name="vqrec-alias-poller")
-        logger.info("polling the alias of %d store index(es) every %g s", len(self.seen), self.interval)
+        logger.info("polling the alias of %d store index(es) every %g s", len(registry.stores), self.interval)
 
     @property
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
 
     async def stop(self) -> None:
-        """Stop the task: at once when it sleeps, else after the current name (waits about one interval)."""
+        """Stop the task: at once when it sleeps, else after the current name (up to STOP_TIMEOUT seconds)."""
         self._halt.set()
         if self._wake is not None:
             self._wake.set()
@@ -88,7 +94,7 @@ class AliasPoller:
         if task is None:
             return
         try:
-            await asyncio.wait_for(asyncio.shield(task), timeout=max(self.interval, 1.0))
+            await asyncio.wait_for(asyncio.shield(task), timeout=STOP_TIMEOUT)
         except TimeoutError:
             logger.warning("alias poller still loading at shutdown: abandoning the load")
             task.cancel()
@@ -130,46 +136,54 @@ class AliasPoller:
         self._alias_errors.pop(name, None)
         return version
 
+    def _wanted(self, registry: Registry, store: IndexStore, name: str) -> tuple[str | None, str | None]:
+        """(the alias version to load, or None when there is nothing to do; the version served)."""
+        served = registry.versions.get(name) if name in registry.indexes else None
+        alias = self._read_alias(store, name)
+        if alias is not None and self.failed.get(name) not in (None, alias):
+            del self.failed[name]  # the alias moved away from the refused version: it may be tried again later
+        if alias is None or alias == served or alias == self.failed.get(name):
+            return None, served
+        return alias, served
+
     def _check(self, registry: Registry, name: str) -> None:
         store = IndexStore(registry.stores[name])
-        alias = self._read_alias(store, name)
-        if alias is None or alias == self.seen.get(name):
-            return  # the alias did not move since the last look
+        if self._wanted(registry, store, name)[0] is None:
+            return
         lock = lock_for(self.app, name)
         if not lock.acquire(blocking=False):
             logger.debug("alias poll: a reload of index %r is running; looking again next tick", name)
             return
         try:
-            alias = self._read_alias(store, name)  # re-read under the lock: a manual reload may just have moved it
-            if alias is None or alias == self.seen.get(name):
-                return
-            self.seen[name] = alias  # acted on once, whatever the outcome: a failed version is not retried
-            served = registry.versions.get(name) if name in registry.indexes else None
-            if alias == served:
-                logger.debug("alias poll: index %r alias moved to %s, already served", name, alias)
+            # again under the lock: a manual reload may just have moved the alias or swapped the index
+            alias, served = self._wanted(registry, store, name)
+            if alias is None:
                 return
             try:
                 out = reload_locked(self.app, registry, name, alias, rollback=False, activate=False)
             except ReloadFailedError as e:
+                self.failed[name] = alias
                 logger.warning(
-                    "alias poll: the alias of index %r moved to %s, which was refused: %s; not retried until the "
-                    "alias moves again",
+                    "alias poll: the alias of index %r names %s, which was refused: %s; not retried until the "
+                    "alias names another version",
                     name,
                     alias,
                     e.message,
                 )
                 return
             except Exception as e:  # unexpected (the admin route would answer 500): counted, logged once
+                self.failed[name] = alias
                 record_reload(self.app, name, False)
                 logger.warning(
                     "alias poll: reloading index %r version %s failed unexpectedly: %s; not retried until the "
-                    "alias moves again",
+                    "alias names another version",
                     name,
                     alias,
                     e,
                     exc_info=True,
                 )
                 return
+            self.failed.pop(name, None)
             logger.info("alias moved: %s %s -> %s", name, served, out["store_version"])
         finally:
             lock.release()

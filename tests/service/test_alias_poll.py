@@ -214,6 +214,38 @@ def test_manual_reload_and_rollback_are_not_undone(polled):
     assert polled.counts() == (3, 0, 0)
 
 
+def test_two_quick_moves_still_converge_on_the_alias(polled):
+    """A manual reload moves alias and index to v1; the CLI rolls the alias back to v0 before the next tick.
+    The poller compares the alias with what is served, so it reloads v0 (no 'last seen' state to fool)."""
+    v0, v1, _ = polled.versions
+    lock = admin.lock_for(polled.client.app, "movies")
+    r = polled.client.post("/v1/admin/indexes/movies/reload", json={"version": v1})
+    assert r.status_code == 200 and polled.served() == v1
+    assert lock.acquire(timeout=WAIT)  # hold the poller off while the alias moves back
+    try:
+        polled.store.rollback("movies")
+        assert polled.store.active("movies") == v0
+    finally:
+        lock.release()
+    wait_until(lambda: polled.served() == v0, "the alias' version served again")
+    assert polled.counts() == (2, 0, 0)
+
+
+def test_a_refused_version_is_tried_again_once_the_alias_came_back_to_it(polled):
+    v0, v1, v2 = polled.versions
+    codes = _version_dir(polled, v1) / "codes.npy"
+    good = codes.read_bytes()
+    _corrupt_codes(polled, v1)
+    polled.point_alias(v1)
+    wait_until(lambda: polled.failures_total() == 1, "the failed reload counted")
+    codes.write_bytes(good)
+    polled.store.activate("movies", v2)  # the alias moves on ...
+    wait_until(lambda: polled.served() == v2, "v2 served")
+    polled.store.activate("movies", v1)  # ... and back to the repaired version: tried again
+    wait_until(lambda: polled.served() == v1, "the repaired v1 served")
+    assert polled.counts() == (2, 1, 1)
+
+
 def test_failed_version_is_retried_by_manual_reload_only(polled):
     """A version the poller refused stays refused by the poller; POST reload retries it on demand."""
     v0, v1, _ = polled.versions
