@@ -11,9 +11,9 @@ assembles exactly the index a single process builds: codes are computed by the s
 
 The evaluation (``ray_eval_runner``, for ``index.eval.evaluate_index``) moves the same way: the index
 arrays and the float items are broadcast, each worker rebuilds the index and the exact-search oracle
-once, and ``map_batches`` runs the blocks of evaluation queries that ``evaluate_index`` planned on the
-driver. The answers come back to the driver, which computes the figures, so the report is the one a
-single process writes (tested).
+once (a pool of actors that ends with the evaluation), and ``map_batches`` runs the blocks of evaluation
+queries that ``evaluate_index`` planned on the driver. The answers come back to the driver, which computes
+the figures, so the report is the one a single process writes (tested).
 
     ray.init()                               # local: all cores of this machine
     ray.init(address="ray://head:10001")     # a cluster (or set RAY_ADDRESS); see README
@@ -27,7 +27,6 @@ import glob
 import io
 import os
 import tempfile
-import uuid
 from typing import Any
 
 import numpy as np
@@ -35,14 +34,14 @@ from numpy.typing import NDArray
 
 from .build import Encoder, encode_block
 from .codebooks import Codebooks
-from .errors import ConfigError
+from .errors import ConfigError, DistributedError
 from .eval import Block, EvalContext, EvalRunner, eval_block
 from .index import CompressedIndex
 
 INSTALL_HINT = 'pip install -e ".[distributed]"'
 
 
-def _ray() -> Any:
+def require_ray() -> Any:
     try:
         import ray
         import ray.data  # noqa: F401
@@ -54,7 +53,7 @@ def _ray() -> Any:
 def ensure_ray(address: str | None = None, *, num_cpus: int | None = None) -> Any:
     """Connect to ``address`` (a cluster, "auto", or None for a local Ray on this machine) unless Ray is
     already initialised; returns the ``ray`` module."""
-    ray = _ray()
+    ray = require_ray()
     if not ray.is_initialized():
         kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
         if address:
@@ -119,18 +118,17 @@ def merge_shards(paths: list[str], n: int, M: int) -> tuple[NDArray[np.uint8], N
         with np.load(p, allow_pickle=False) as z:
             rows = z["row"]
             if seen[rows].any():
-                raise ConfigError(f"{p}: rows encoded twice while merging shards.")
+                raise DistributedError(f"{p}: rows encoded twice while merging shards.")
             seen[rows] = True
             codes[rows] = z["codes"]
             norms[rows] = z["norm"]
     if not seen.all():
-        raise ConfigError(f"merging shards: {int((~seen).sum())} of {n} rows were not encoded.")
+        raise DistributedError(f"merging shards: {int((~seen).sum())} of {n} rows were not encoded.")
     return codes, norms
 
 
 # ---- evaluation --------------------------------------------------------------------------------
 _IndexParts = tuple[dict[str, Any], dict[str, Any]]
-_WORKER_CTX: dict[str, EvalContext] = {}  # token -> context, one per evaluation (kept per worker process)
 
 
 def index_parts(index: CompressedIndex) -> _IndexParts:
@@ -177,23 +175,29 @@ def _unpack(payload: bytes) -> dict[str, NDArray[Any]]:
         return {k: z[k] for k in z.files}
 
 
-def _eval_batch(
-    batch: dict[str, NDArray[Any]], token: str, parts_ref: Any, xb_ref: Any, blocks_ref: Any
-) -> dict[str, Any]:
+def _get(ref: Any) -> Any:
     import ray
 
-    ctx = _WORKER_CTX.get(token)
-    if ctx is None:  # first block of this evaluation on this worker: rebuild the index and the oracle once
-        _WORKER_CTX.clear()
-        ctx = _WORKER_CTX[token] = EvalContext(index_from_parts(ray.get(parts_ref)), ray.get(xb_ref))
-    blocks: list[Block] = ray.get(blocks_ref)
-    ids = np.asarray(batch["id"], dtype=np.int64)
-    return {"id": ids, "answer": np.array([_pack(eval_block(ctx, blocks[j])) for j in ids], dtype=object)}
+    return ray.get(ref) if isinstance(ref, ray.ObjectRef) else ref
 
 
-def ray_eval_runner(*, address: str | None = None) -> EvalRunner:
-    """An ``index.eval`` runner on Ray Data: one Ray task per block of evaluation queries (see the
-    module docstring); the answers are returned to the driver in block order."""
+class _EvalWorker:
+    """A Ray Data actor for one evaluation: rebuilds the index and the exact-search oracle once, then
+    answers blocks. The actors end with the evaluation, and so does the memory they hold."""
+
+    def __init__(self, parts_ref: Any, xb_ref: Any, blocks_ref: Any) -> None:
+        self.ctx = EvalContext(index_from_parts(_get(parts_ref)), _get(xb_ref))
+        self.blocks: list[Block] = _get(blocks_ref)
+
+    def __call__(self, batch: dict[str, NDArray[Any]]) -> dict[str, Any]:
+        ids = np.asarray(batch["id"], dtype=np.int64)
+        return {"id": ids, "answer": np.array([_pack(eval_block(self.ctx, self.blocks[j])) for j in ids], dtype=object)}
+
+
+def ray_eval_runner(*, address: str | None = None, workers: int | None = None) -> EvalRunner:
+    """An ``index.eval`` runner on Ray Data: a pool of ``workers`` actors (default: one per CPU of the
+    cluster, at most one per block) answers the blocks of evaluation queries (see the module docstring);
+    the answers are returned to the driver in block order."""
 
     def run(index: CompressedIndex, xb: NDArray[np.float32], blocks: list[Block]) -> list[dict[str, Any]]:
         ray = ensure_ray(address)
@@ -204,9 +208,13 @@ def ray_eval_runner(*, address: str | None = None) -> EvalRunner:
             "xb_ref": ray.put(np.ascontiguousarray(xb, dtype=np.float32)),
             "blocks_ref": ray.put(blocks),
         }
-        ds = ray.data.range(len(blocks), override_num_blocks=len(blocks)).map_batches(
-            _eval_batch,
-            fn_kwargs={"token": uuid.uuid4().hex, **refs},
+        n_workers = max(1, min(len(blocks), workers or int(ray.cluster_resources().get("CPU", 1))))
+        # from_items: the block numbers are put in the object store by the driver, so no read task competes
+        # with the actors for CPUs (with ray.data.range, actors holding every CPU starved its read task)
+        ds = ray.data.from_items([{"id": j} for j in range(len(blocks))], override_num_blocks=len(blocks)).map_batches(
+            _EvalWorker,
+            fn_constructor_kwargs=refs,
+            concurrency=n_workers,
             batch_size=1,
             batch_format="numpy",
         )
@@ -216,7 +224,7 @@ def ray_eval_runner(*, address: str | None = None) -> EvalRunner:
                 answers[int(j)] = _unpack(payload)
         missing = [j for j, a in enumerate(answers) if a is None]
         if missing:
-            raise ConfigError(f"evaluation on Ray: no answer for blocks {missing[:5]} of {len(blocks)}.")
+            raise DistributedError(f"evaluation on Ray: no answer for blocks {missing[:5]} of {len(blocks)}.")
         return answers  # type: ignore[return-value]
 
     return run

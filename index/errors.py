@@ -41,6 +41,12 @@ class ConfigError(VqrecError):
     code = "invalid_config"
 
 
+class DistributedError(VqrecError):
+    """Work on Ray that did not come back whole (a block without an answer, rows encoded twice or not at all)."""
+
+    code = "distributed_error"
+
+
 class ArtifactError(VqrecError):
     code = "artifact_error"
 

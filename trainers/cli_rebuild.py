@@ -38,7 +38,8 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:  # noqa: ARG001 
         ray_address: Annotated[
             str | None,
             typer.Option(
-                envvar="RAY_ADDRESS", help="Ray cluster, e.g. ray://head:10001 (implies --ray; overrides the config)."
+                help="Ray cluster, e.g. ray://head:10001 (implies --ray; overrides the config). RAY_ADDRESS alone "
+                "does not turn Ray on; with Ray on and no address, Ray itself reads RAY_ADDRESS."
             ),
         ] = None,
     ) -> None:

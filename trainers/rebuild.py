@@ -55,9 +55,10 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -174,7 +175,14 @@ def load_rebuild_config(path: str) -> RebuildConfig:
     for attr in ("root", "items", "users", "item_ids", "user_ids"):
         if values.get(attr):
             values[attr] = os.path.join(base, os.path.expanduser(values[attr]))
+    explicit_ray = "ray" in values
     cfg = RebuildConfig(**values)
+    from index.store import IndexStore
+
+    try:
+        IndexStore(cfg.root).name_dir(cfg.name)  # the name must be a plain store name (no '/', no '..')
+    except VqrecError as e:
+        raise ConfigError(f"{path}: [index] name: {e}") from None
     if cfg.max_relative_mse_increase < 0:
         raise ConfigError(f"{path}: [drift] max_relative_mse_increase must be >= 0.")
     if not 0 <= cfg.recall_floor <= 1 or cfg.max_drop < 0:
@@ -183,8 +191,8 @@ def load_rebuild_config(path: str) -> RebuildConfig:
         raise ConfigError(f"{path}: [gate] k, [gate] queries and [store] keep must be >= 1.")
     if cfg.shards is not None and cfg.shards < 1:
         raise ConfigError(f"{path}: [distributed] shards must be >= 1.")
-    if cfg.ray_address:
-        cfg.ray = True  # an address means Ray
+    if cfg.ray_address and not explicit_ray:
+        cfg.ray = True  # an address means Ray, unless the config says ray = false
     return cfg
 
 
@@ -274,10 +282,12 @@ def _clean_stagings(store: Any, name: str) -> None:
 
 
 @contextlib.contextmanager
-def rebuild_lock(root: str, name: str) -> Any:
+def rebuild_lock(root: str, name: str) -> Iterator[None]:
     """Hold ``{root}/{name}/.rebuild.lock`` (flock, released by the kernel when the process dies, kill -9
     included) or raise RebuildError(EXIT_BUSY) naming the pid that holds it."""
-    d = os.path.join(root, name)
+    from index.store import IndexStore
+
+    d = IndexStore(root).name_dir(name)  # validates the name: the lock never lands outside the root
     os.makedirs(d, exist_ok=True)
     path = os.path.join(d, LOCK)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -296,22 +306,36 @@ def rebuild_lock(root: str, name: str) -> Any:
         os.close(fd)
 
 
-def notify(cfg: RebuildConfig, version: str) -> str:
+def notify(cfg: RebuildConfig, version: str, *, busy_for: float = 60.0, first_wait: float = 0.5) -> str:
+    """POST the reload of ``version``. A 409 (a reload of the name is running: another admin, or the
+    service's alias poller already loading this very version) is retried with backoff for ``busy_for``
+    seconds; any other failure, or a 409 for longer, is EXIT_NOTIFY."""
     url = f"{cfg.notify_url.rstrip('/')}/v1/admin/indexes/{cfg.name}/reload"  # type: ignore[union-attr]
-    req = urllib.request.Request(
-        url, data=json.dumps({"version": version}).encode(), method="POST", headers={"Content-Type": "application/json"}
-    )
     key = os.environ.get(cfg.admin_key_env)
-    if key:
-        req.add_header("Authorization", f"Bearer {key}")
-    try:
-        with urllib.request.urlopen(req, timeout=60) as resp:
-            return f"{url}: HTTP {resp.status}"
-    except urllib.error.HTTPError as e:
-        body = e.read()[:300].decode("utf-8", "replace")
-        raise RebuildError(f"notify failed: {url}: HTTP {e.code} {body}", EXIT_NOTIFY) from None
-    except (urllib.error.URLError, OSError) as e:
-        raise RebuildError(f"notify failed: {url}: {e}", EXIT_NOTIFY) from None
+    deadline = time.monotonic() + busy_for
+    wait = first_wait
+    while True:
+        req = urllib.request.Request(
+            url,
+            data=json.dumps({"version": version}).encode(),
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
+        if key:
+            req.add_header("Authorization", f"Bearer {key}")
+        try:
+            with urllib.request.urlopen(req, timeout=60) as resp:
+                return f"{url}: HTTP {resp.status}"
+        except urllib.error.HTTPError as e:
+            body = e.read()[:300].decode("utf-8", "replace")
+            if e.code == 409 and time.monotonic() + wait < deadline:
+                logger.info("notify: %s answered 409 (a reload is running); again in %.1f s", url, wait)
+                time.sleep(wait)
+                wait = min(2 * wait, 5.0)
+                continue
+            raise RebuildError(f"notify failed: {url}: HTTP {e.code} {body}", EXIT_NOTIFY) from None
+        except (urllib.error.URLError, OSError) as e:
+            raise RebuildError(f"notify failed: {url}: {e}", EXIT_NOTIFY) from None
 
 
 def run_rebuild(
@@ -322,6 +346,20 @@ def run_rebuild(
     echo: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Run (or resume) the rebuild; returns the summary rows. Raises RebuildError with an exit code."""
+    if cfg.ray:  # fail now, not after training: Ray Data must be importable
+        from index.distributed import require_ray
+
+        try:
+            require_ray()
+        except ConfigError as e:
+            raise RebuildError(str(e), EXIT_CONFIG) from None
+    with rebuild_lock(cfg.root, cfg.name):  # before reading anything: a second run exits 7 at once
+        return _load_and_run(cfg, do_notify=do_notify, show_progress=show_progress, echo=echo)
+
+
+def _load_and_run(
+    cfg: RebuildConfig, *, do_notify: bool, show_progress: bool, echo: Callable[[str], None]
+) -> dict[str, Any]:
     from index.embeddings import load_embeddings
 
     from .config import TrainConfig
@@ -340,8 +378,7 @@ def run_rebuild(
         raise RebuildError(str(e), EXIT_INPUT) from None
     if users is not None and users.d != items.d:
         raise RebuildError(f"{users.source}: user dimension ({users.d}) != item dimension ({items.d}).", EXIT_INPUT)
-    with rebuild_lock(cfg.root, cfg.name):
-        return _run_locked(cfg, items, users, tcfg, do_notify=do_notify, show_progress=show_progress, echo=echo)
+    return _run_locked(cfg, items, users, tcfg, do_notify=do_notify, show_progress=show_progress, echo=echo)
 
 
 def _run_locked(

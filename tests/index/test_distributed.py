@@ -12,7 +12,7 @@ ray = pytest.importorskip("ray", reason="needs Ray Data (the 'distributed' extra
 
 from index import build_index, save_index  # noqa: E402
 from index.distributed import ensure_ray, merge_shards, ray_encoder  # noqa: E402
-from index.errors import ConfigError  # noqa: E402
+from index.errors import ConfigError, DistributedError  # noqa: E402
 
 # Ray warns about its own deprecated settings when its DataContext is copied into tasks
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.context")
@@ -78,9 +78,9 @@ def test_merge_shards_checks_every_row_once(tmp_path) -> None:
 
     codes, norms = merge_shards([shard("a.npz", [2, 0]), shard("b.npz", [1])], 3, 2)
     assert codes.shape == (3, 2) and (codes == 7).all() and (norms == 1).all()
-    with pytest.raises(ConfigError, match="rows encoded twice"):
+    with pytest.raises(DistributedError, match="rows encoded twice"):
         merge_shards([shard("c.npz", [0, 1]), shard("d.npz", [1, 2])], 3, 2)
-    with pytest.raises(ConfigError, match="1 of 3 rows were not encoded"):
+    with pytest.raises(DistributedError, match="1 of 3 rows were not encoded"):
         merge_shards([shard("e.npz", [0, 2])], 3, 2)
 
 
@@ -98,7 +98,7 @@ def test_missing_ray_is_a_clear_error(monkeypatch) -> None:
     from index import distributed
 
     with pytest.raises(ConfigError, match=r"needs Ray Data \(the 'distributed' extra\)"):
-        distributed._ray()
+        distributed.require_ray()
 
 
 def test_cli_build_on_ray_writes_the_same_codes(tmp_path, recsys) -> None:

@@ -6,12 +6,14 @@ crash (the VQREC_REBUILD_CRASH_AFTER test hook: os._exit(137), as kill -9) ends 
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import pathlib
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -22,7 +24,7 @@ from index.artifact import load_index
 from index.embeddings import save_embeddings
 from index.store import IndexStore
 from tests.conftest import recsys_arrays
-from trainers.rebuild import rebuild_lock
+from trainers.rebuild import EXIT_NOTIFY, RebuildConfig, RebuildError, load_rebuild_config, notify, rebuild_lock
 
 NAME = "movies"
 _APP = (
@@ -226,6 +228,9 @@ def test_a_second_rebuild_of_the_same_name_exits_7(
     before = served(store_root, data["xq"])
     with rebuild_lock(str(store_root), NAME):  # as a running rebuild holds it
         r = rebuild(config(data, store_root, tmp_path))
+        # the lock is taken before anything is read: even bad inputs get 7, at once
+        r_missing = rebuild(config(data, store_root, tmp_path, items="missing.npz"))
+    assert r_missing.returncode == 7, r_missing.stderr
     assert r.returncode == 7, r.stderr
     assert f"another rebuild of '{NAME}' is running (pid {os.getpid()}" in r.stderr and "nothing done" in r.stderr
     assert served(store_root, data["xq"]) == before
@@ -248,3 +253,74 @@ def test_config_and_input_errors(data: dict[str, Any], store_root: pathlib.Path,
     ):
         r = rebuild(config(data, store_root, tmp_path, extra=extra))
         assert r.returncode == 2 and msg in r.stderr, (extra, r.returncode, r.stderr)
+    # the name is a plain store name: nothing is created outside the root
+    evil = tmp_path / "evil.toml"
+    evil.write_text(config(data, store_root, tmp_path).read_text().replace(f'name = "{NAME}"', 'name = "../evil"'))
+    r = rebuild(evil)
+    assert r.returncode == 2 and "[index] name: invalid index name '../evil'" in r.stderr, r.stderr
+    assert not (store_root.parent / "evil").exists()
+
+
+def test_ray_switch_in_the_config(tmp_path: pathlib.Path) -> None:
+    base = '[index]\nroot = "r"\nname = "n"\n[data]\nitems = "i.npz"\n'
+    cases = {
+        "": (False, None),
+        '[distributed]\naddress = "ray://h:10001"\n': (True, "ray://h:10001"),  # an address means Ray
+        '[distributed]\nray = false\naddress = "ray://h:10001"\n': (False, "ray://h:10001"),  # explicit false wins
+        "[distributed]\nray = true\nshards = 8\n": (True, None),
+    }
+    for extra, (ray, address) in cases.items():
+        p = tmp_path / "c.toml"
+        p.write_text(base + extra)
+        cfg = load_rebuild_config(str(p))
+        assert (cfg.ray, cfg.ray_address) == (ray, address), extra
+
+
+class _Reload(http.server.BaseHTTPRequestHandler):
+    """Answers POST .../reload with the statuses queued on the server, then 200."""
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.server.seen.append((self.path, self.headers.get("Authorization")))  # type: ignore[attr-defined]
+        status = self.server.statuses.pop(0) if self.server.statuses else 200  # type: ignore[attr-defined]
+        body = b'{"error": {"code": "reload_in_progress", "message": "busy"}}' if status == 409 else b"{}"
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def reload_server() -> Any:
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Reload)
+    srv.seen, srv.statuses = [], []  # type: ignore[attr-defined]
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    try:
+        yield srv
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_notify_retries_while_a_reload_is_running(reload_server: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """409 (the service's poller, or another admin, is reloading) is retried; the third answer is 200."""
+    monkeypatch.setenv("VQREC_ADMIN_KEY", "adm")
+    reload_server.statuses[:] = [409, 409]
+    cfg = RebuildConfig(root="r", name="movies", items="i", notify_url=f"http://127.0.0.1:{reload_server.server_port}")
+    assert notify(cfg, "v2", first_wait=0.05).endswith("HTTP 200")
+    assert reload_server.seen == [("/v1/admin/indexes/movies/reload", "Bearer adm")] * 3
+    # busy for longer than allowed: exit 6 naming the 409; any other status is not retried
+    reload_server.seen.clear()
+    reload_server.statuses[:] = [409] * 50
+    with pytest.raises(RebuildError, match="HTTP 409") as e:
+        notify(cfg, "v2", busy_for=0.3, first_wait=0.05)
+    assert e.value.exit_code == EXIT_NOTIFY and 2 <= len(reload_server.seen) <= 6
+    reload_server.seen.clear()
+    reload_server.statuses[:] = [422]
+    with pytest.raises(RebuildError, match="HTTP 422"):
+        notify(cfg, "v2", first_wait=0.05)
+    assert len(reload_server.seen) == 1
