@@ -162,19 +162,25 @@ def test_reload_probe_mismatch_is_422_self_test_failed(env, make_index, assert_e
     assert env.recommend()["index_version"] == v0 and env.store.active("movies") == v0
 
 
-def test_concurrent_reload_is_409(env, monkeypatch, assert_error):
-    v0, v1, _ = env.versions
-    import service.routes.admin as admin
-
+def hold(monkeypatch: pytest.MonkeyPatch, obj: Any, attr: str) -> tuple[threading.Event, threading.Event]:
+    """Make ``obj.attr`` wait until released: returns (entered, release) events."""
     entered, release = threading.Event(), threading.Event()
-    real = admin.load_index
+    real = getattr(obj, attr)
 
-    def slow_load(*a: Any, **kw: Any) -> CompressedIndex:
+    def held(*a: Any, **kw: Any) -> Any:
         entered.set()
         assert release.wait(WAIT)
         return real(*a, **kw)
 
-    monkeypatch.setattr(admin, "load_index", slow_load)
+    monkeypatch.setattr(obj, attr, held)
+    return entered, release
+
+
+def test_concurrent_reload_is_409(env, monkeypatch, assert_error):
+    v0, v1, _ = env.versions
+    import service.routes.admin as admin
+
+    entered, release = hold(monkeypatch, admin, "load_index")
     out: dict[str, Any] = {}
     t = threading.Thread(
         target=lambda: out.setdefault("r", env.client.post("/v1/admin/indexes/movies/reload", json={"version": v1}))
@@ -192,18 +198,10 @@ def test_concurrent_reload_is_409(env, monkeypatch, assert_error):
     assert not t.is_alive() and out["r"].status_code == 200 and out["r"].json()["index_version"] == v1
 
 
-def test_in_flight_request_finishes_on_its_version(env, assert_error):
+def test_in_flight_request_finishes_on_its_version(env, monkeypatch, assert_error):
     v0, v1, _ = env.versions
     old = env.client.app.state.registry.indexes["movies"]
-    entered, release = threading.Event(), threading.Event()
-    real = old.recommend
-
-    def slow(*a: Any, **kw: Any) -> Any:
-        entered.set()
-        assert release.wait(WAIT)
-        return real(*a, **kw)
-
-    old.recommend = slow  # this object only: the candidate is a new CompressedIndex
+    entered, release = hold(monkeypatch, old, "recommend")  # this object only: the candidate is a new one
     out: dict[str, Any] = {}
     t = threading.Thread(target=lambda: out.setdefault("r", env.recommend()))
     t.start()

@@ -12,7 +12,6 @@ import os
 import pathlib
 import re
 import tempfile
-import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -21,7 +20,7 @@ from typing import Any
 import pytest
 import test_admin_reload
 from pydantic import ValidationError
-from test_admin_reload import WAIT, Env, _version_dir
+from test_admin_reload import WAIT, Env, _version_dir, hold
 
 from index import CompressedIndex
 from index.store import IndexStore
@@ -231,14 +230,20 @@ def test_two_quick_moves_still_converge_on_the_alias(polled):
     assert polled.counts() == (2, 0, 0)
 
 
+def _refused_then_repaired(env: PolledEnv, version: str) -> None:
+    """Point the alias at ``version`` with a corrupt codes file, wait for the poller to refuse it, then
+    repair the file in place (the alias stays on ``version``)."""
+    codes = _version_dir(env, version) / "codes.npy"
+    good = codes.read_bytes()
+    _corrupt_codes(env, version)
+    env.point_alias(version)
+    wait_until(lambda: env.failures_total() == 1, "the failed reload counted")
+    codes.write_bytes(good)
+
+
 def test_a_refused_version_is_tried_again_once_the_alias_came_back_to_it(polled):
     v0, v1, v2 = polled.versions
-    codes = _version_dir(polled, v1) / "codes.npy"
-    good = codes.read_bytes()
-    _corrupt_codes(polled, v1)
-    polled.point_alias(v1)
-    wait_until(lambda: polled.failures_total() == 1, "the failed reload counted")
-    codes.write_bytes(good)
+    _refused_then_repaired(polled, v1)
     polled.store.activate("movies", v2)  # the alias moves on ...
     wait_until(lambda: polled.served() == v2, "v2 served")
     polled.store.activate("movies", v1)  # ... and back to the repaired version: tried again
@@ -249,12 +254,7 @@ def test_a_refused_version_is_tried_again_once_the_alias_came_back_to_it(polled)
 def test_failed_version_is_retried_by_manual_reload_only(polled):
     """A version the poller refused stays refused by the poller; POST reload retries it on demand."""
     v0, v1, _ = polled.versions
-    codes = _version_dir(polled, v1) / "codes.npy"
-    good = codes.read_bytes()
-    _corrupt_codes(polled, v1)
-    polled.point_alias(v1)
-    wait_until(lambda: polled.failures_total() == 1, "the failed reload counted")
-    codes.write_bytes(good)  # repaired in place: the alias did not move, the poller does not retry
+    _refused_then_repaired(polled, v1)  # the alias did not move since: the poller does not retry
     polled.wait_ticks()
     assert polled.served() == v0 and polled.counts() == (0, 1, 1)
     r = polled.client.post("/v1/admin/indexes/movies/reload")
@@ -279,15 +279,7 @@ def test_tick_skipped_while_manual_reload_holds_the_lock(polled):
 
 def test_poll_load_runs_off_the_event_loop_and_holds_the_lock(polled, monkeypatch, assert_error):
     v0, v1, _ = polled.versions
-    entered, release = threading.Event(), threading.Event()
-    real = admin.load_index
-
-    def slow_load(*a: Any, **kw: Any) -> CompressedIndex:
-        entered.set()
-        assert release.wait(WAIT)
-        return real(*a, **kw)
-
-    monkeypatch.setattr(admin, "load_index", slow_load)
+    entered, release = hold(monkeypatch, admin, "load_index")
     polled.store.activate("movies", v1)
     try:
         assert entered.wait(WAIT)
