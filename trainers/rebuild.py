@@ -354,12 +354,12 @@ def run_rebuild(
         except ConfigError as e:
             raise RebuildError(str(e), EXIT_CONFIG) from None
     with rebuild_lock(cfg.root, cfg.name):  # before reading anything: a second run exits 7 at once
-        return _load_and_run(cfg, do_notify=do_notify, show_progress=show_progress, echo=echo)
+        items, users, tcfg = _read_inputs(cfg)
+        return _run_locked(cfg, items, users, tcfg, do_notify=do_notify, show_progress=show_progress, echo=echo)
 
 
-def _load_and_run(
-    cfg: RebuildConfig, *, do_notify: bool, show_progress: bool, echo: Callable[[str], None]
-) -> dict[str, Any]:
+def _read_inputs(cfg: RebuildConfig) -> tuple[Any, Any, Any]:
+    """(items, users or None, trainer config), checked; RebuildError EXIT_INPUT / EXIT_CONFIG otherwise."""
     from index.embeddings import load_embeddings
 
     from .config import TrainConfig
@@ -378,7 +378,7 @@ def _load_and_run(
         raise RebuildError(str(e), EXIT_INPUT) from None
     if users is not None and users.d != items.d:
         raise RebuildError(f"{users.source}: user dimension ({users.d}) != item dimension ({items.d}).", EXIT_INPUT)
-    return _run_locked(cfg, items, users, tcfg, do_notify=do_notify, show_progress=show_progress, echo=echo)
+    return items, users, tcfg
 
 
 def _run_locked(
@@ -470,7 +470,7 @@ def _run_locked(
     # 2. build + evaluate
     idx_dir = os.path.join(work, "index")
     if "build" not in steps:
-        where = f"Ray ({cfg.ray_address or 'local'})" if cfg.ray else "this process"
+        where = f"Ray ({cfg.ray_address or os.environ.get('RAY_ADDRESS') or 'local'})" if cfg.ray else "this process"
         echo(f"rebuild [2/5] build: encoding items and evaluating against exact search in {where}")
         cb = Codebooks.load(cb_dir)
         runner = None
