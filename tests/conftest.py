@@ -38,6 +38,34 @@ from index import Embeddings
 SEED = 1234
 
 
+def pq_index_factory(
+    *, seed: int, n_items: int = 300, d: int = 8, n_users: int = 0, zero_rows: tuple[int, ...] = ()
+) -> Callable[[int], object]:
+    """``make(n)``: a small PQ (M=2, 4 bits, ip) index over the first ``n`` of ``n_items`` random items, with
+    ``n_users`` random users when > 0; the codebooks are trained once. Distinct n give distinct content (and
+    index_version): what store, reload and publish tests need."""
+    from index import build_index
+    from trainers.config import TrainConfig
+    from trainers.quantizers import train
+
+    rng = np.random.default_rng(seed)
+    items = rng.standard_normal((n_items, d)).astype(np.float32)
+    items[list(zero_rows)] = 0.0
+    ids = [f"i{i}" for i in range(n_items)]
+    users = None
+    if n_users:
+        uvec = rng.standard_normal((n_users, d)).astype(np.float32)
+        users = Embeddings(ids=[f"u{i}" for i in range(n_users)], vectors=uvec, source="users")
+    cb = train(
+        Embeddings(ids=ids, vectors=items, source="items"),
+        TrainConfig(method="pq", M=2, nbits=4, metric="ip", niter=5, eval_queries=10),
+        show_progress=False,
+    )
+    return lambda n: build_index(
+        cb, Embeddings(ids=ids[:n], vectors=items[:n], source="items"), users=users, show_progress=False
+    )
+
+
 def recsys_arrays(
     n: int = 2000, d: int = 32, nq: int = 100, *, n_topics: int = 20, n_zero: int = 5, seed: int = SEED
 ) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.int64]]:

@@ -14,17 +14,15 @@ import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import numpy as np
 import pytest
 
-from index import CompressedIndex, Embeddings, build_index, load_index, save_index
+from index import CompressedIndex, load_index, save_index
 from index.errors import ArtifactCorrupt, ArtifactNotFound, ConfigError, VqrecError
 from index.store import IndexStore, StoreError
 from service.main import create_app
 from service.registry import discover, load_registry
 from service.settings import Settings
-from trainers.config import TrainConfig
-from trainers.quantizers import train
+from tests.conftest import pq_index_factory
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient` is deprecated")
@@ -40,22 +38,7 @@ pytestmark = pytest.mark.usefixtures("ticking_clock")
 @pytest.fixture(scope="module")
 def make_index() -> Callable[[int], CompressedIndex]:
     """``make_index(n)``: a fresh PQ index over the first ``n`` items (distinct n, distinct content)."""
-    rng = np.random.default_rng(7)
-    items = rng.standard_normal((300, D)).astype(np.float32)
-    users = rng.standard_normal((20, D)).astype(np.float32)
-    ids = [f"i{i}" for i in range(300)]
-    cb = train(
-        Embeddings(ids=ids, vectors=items, source="items"),
-        TrainConfig(method="pq", M=2, nbits=4, metric="ip", niter=5, eval_queries=10),
-        show_progress=False,
-    )
-    uemb = Embeddings(ids=[f"u{i}" for i in range(20)], vectors=users, source="users")
-
-    def make(n: int) -> CompressedIndex:
-        emb = Embeddings(ids=ids[:n], vectors=items[:n], source="items")
-        return build_index(cb, emb, users=uemb, show_progress=False)
-
-    return make
+    return pq_index_factory(seed=7, d=D, n_users=20)  # type: ignore[return-value]
 
 
 @pytest.fixture

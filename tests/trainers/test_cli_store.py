@@ -8,16 +8,14 @@ import pathlib
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import pytest
 import typer
 from typer.testing import CliRunner
 
-from index import Embeddings, build_index, save_index
+from index import save_index
 from index.store import IndexStore
+from tests.conftest import pq_index_factory
 from trainers.cli_store import register
-from trainers.config import TrainConfig
-from trainers.quantizers import train
 
 D = 8
 
@@ -45,15 +43,7 @@ def run(app: typer.Typer) -> Callable[..., Any]:
 
 @pytest.fixture(scope="module")
 def make_index() -> Callable[[int], Any]:
-    rng = np.random.default_rng(3)
-    items = rng.standard_normal((200, D)).astype(np.float32)
-    ids = [f"i{i}" for i in range(200)]
-    cb = train(
-        Embeddings(ids=ids, vectors=items, source="items"),
-        TrainConfig(method="pq", M=2, nbits=4, metric="ip", niter=5, eval_queries=10),
-        show_progress=False,
-    )
-    return lambda n: build_index(cb, Embeddings(ids=ids[:n], vectors=items[:n], source="items"), show_progress=False)
+    return pq_index_factory(seed=3, n_items=200, d=D)
 
 
 @pytest.fixture
