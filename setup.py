@@ -1,18 +1,45 @@
-"""Builds the one native piece of vqrec: the ADC top-k scan kernel (index/_adc.c).
+"""The package layout and the one native piece of vqrec.
 
-It is a plain C shared library loaded with ctypes (no Python C-API), so it needs only a C compiler at
-install time. If it cannot be built, vqrec falls back to the numpy scan and logs a warning.
+Layout: one import name, ``vqrec``. The repository keeps one folder per room and maps it into the
+namespace: ``index/`` -> ``vqrec.index``, ``service/`` -> ``vqrec.service``, ``trainers/`` ->
+``vqrec.trainers``; ``vqrec/`` holds the package root, the CLI (``vqrec.cli``) and the text embedder
+(``vqrec.embed``). A room whose folder is absent is left out, so the serving image, which copies no
+``trainers/``, installs a vqrec without trainer code (``vqrec serve`` never imports it; ``vqrec train``
+there says the trainers are not installed).
+
+Native kernel: the ADC top-k scan (``index/_adc.c``, imported as ``vqrec.index._adc``) is a plain C shared
+library loaded with ctypes (no Python C-API), so it needs only a C compiler at install time. If it cannot be
+built, vqrec falls back to the numpy scan and logs a warning.
 """
+
+import os
 
 from setuptools import Extension, setup
 
+ROOMS = {"vqrec.index": "index", "vqrec.service": "service", "vqrec.trainers": "trainers"}
+PACKAGES = {
+    "vqrec": "vqrec",
+    "vqrec.cli": "vqrec/cli",
+    "vqrec.embed": "vqrec/embed",
+    "vqrec.index": "index",
+    "vqrec.service": "service",
+    "vqrec.service.routes": "service/routes",
+    "vqrec.trainers": "trainers",
+    "vqrec.trainers.learned": "trainers/learned",
+}
+HERE = os.path.dirname(os.path.abspath(__file__))
+present = [name for name, folder in PACKAGES.items() if os.path.isfile(os.path.join(HERE, folder, "__init__.py"))]
+
 setup(
+    packages=present,
+    package_dir={name: folder for name, folder in ROOMS.items() if name in present},
+    package_data={"vqrec.index": ["_adc.c"]},
     ext_modules=[
         Extension(
-            "index._adc",
+            "vqrec.index._adc",
             sources=["index/_adc.c"],
             extra_compile_args=["-O3", "-funroll-loops", "-std=c99", "-fno-math-errno"],
             optional=True,
         )
-    ]
+    ],
 )

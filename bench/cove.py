@@ -40,7 +40,7 @@ CODE_BYTES = 16
 
 def _cli(*args: str, timeout: float = 600.0) -> str:
     env = {**os.environ, "VQREC_PROGRESS": "0", "OMP_WAIT_POLICY": "PASSIVE"}
-    cmd = [sys.executable, "-m", "trainers.cli", *args]
+    cmd = [sys.executable, "-m", "vqrec", *args]
     r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
     if r.returncode != 0:
         raise RuntimeError(f"{' '.join(args[:2])} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
@@ -53,7 +53,7 @@ def _mean_std(v: list[float]) -> dict[str, float]:
 
 
 def compare(seeds: int, train_tsv: str, test_tsv: str, work: Path) -> dict[str, Any]:
-    from trainers.learned.cove import CoveConfig, read_heldout, read_interactions, train_cove
+    from vqrec.trainers.learned.cove import CoveConfig, read_heldout, read_interactions, train_cove
 
     data = read_interactions(train_tsv)
     held = read_heldout(test_tsv)
@@ -91,7 +91,7 @@ def served(work: Path, train_tsv: str, test_tsv: str, seeds: int) -> dict[str, A
     other seeds: rq (the most accurate 16-byte index), so the served/exact ratio is seen over every seed."""
     import httpx
 
-    from trainers.learned.cove import read_heldout, read_interactions
+    from vqrec.trainers.learned.cove import read_heldout, read_interactions
 
     seen = read_interactions(train_tsv).seen()
     held = read_heldout(test_tsv)

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from index import Embeddings, exact_search, load_embeddings
-from index.eval import exact_hit_rate, read_pairs, sample_rows
+from vqrec.index import Embeddings, exact_search, load_embeddings
+from vqrec.index.eval import exact_hit_rate, read_pairs, sample_rows
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_ROOT = REPO.parent / "shared" / "data"

@@ -23,12 +23,12 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
 
-from index import build_index, save_embeddings  # noqa: E402
-from index.distributed import ensure_ray, ray_encoder  # noqa: E402
-from index.store import IndexStore  # noqa: E402
-from trainers.config import TrainConfig  # noqa: E402
-from trainers.quantizers import train  # noqa: E402
-from trainers.rebuild import RebuildConfig, run_rebuild  # noqa: E402
+from vqrec.index import build_index, save_embeddings  # noqa: E402
+from vqrec.index.distributed import ensure_ray, ray_encoder  # noqa: E402
+from vqrec.index.store import IndexStore  # noqa: E402
+from vqrec.trainers.config import TrainConfig  # noqa: E402
+from vqrec.trainers.quantizers import train  # noqa: E402
+from vqrec.trainers.rebuild import RebuildConfig, run_rebuild  # noqa: E402
 
 from .data import load_synthetic  # noqa: E402
 

@@ -18,8 +18,8 @@ import faiss
 import numpy as np
 from numpy.typing import NDArray
 
-from index import CompressedIndex
-from index.codebooks import _pack_bits
+from vqrec.index import CompressedIndex
+from vqrec.index.codebooks import _pack_bits
 
 
 @dataclass

@@ -30,10 +30,10 @@ from typing import Any
 
 import numpy as np
 
-from index import build_index
-from index.store import IndexStore
-from trainers.config import TrainConfig
-from trainers.quantizers import train
+from vqrec.index import build_index
+from vqrec.index.store import IndexStore
+from vqrec.trainers.config import TrainConfig
+from vqrec.trainers.quantizers import train
 
 from .data import DATA_ROOT, Dataset, K, load_ml100k, make_tiny
 from .serving import serve

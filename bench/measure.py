@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from index import CompressedIndex, adc_topk
-from index.build import DEFAULT_MAX_PAIR_TABLE_BYTES
-from index.eval import hit_rate, recall_at_k
+from vqrec.index import CompressedIndex, adc_topk
+from vqrec.index.build import DEFAULT_MAX_PAIR_TABLE_BYTES
+from vqrec.index.eval import hit_rate, recall_at_k
 
 from .data import RERANK, Dataset, K, Truth, drop_self
 from .faiss_ref import FaissIndex

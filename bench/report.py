@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from index.artifact_io import json_default
+from vqrec.index.artifact_io import json_default
 
 
 def _f(v: Any, fmt: str = ".3f") -> str:

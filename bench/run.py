@@ -49,10 +49,10 @@ from typing import Any
 import faiss
 import numpy as np
 
-from index import build_index, kernel_available, save_index
-from index.codebooks import Codebooks
-from trainers.config import TrainConfig
-from trainers.quantizers import train, training_sample
+from vqrec.index import build_index, kernel_available, save_index
+from vqrec.index.codebooks import Codebooks
+from vqrec.trainers.config import TrainConfig
+from vqrec.trainers.quantizers import train, training_sample
 
 from .data import DATASETS, EXPECTED_EXACT_HR, REPO, RERANK, Dataset, K, Truth, load_dataset, make_tiny, prepare_truth
 from .faiss_ref import faiss_native, faiss_same_codes

@@ -18,8 +18,8 @@ import time
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from index.embeddings import load_embeddings  # noqa: E402
-from trainers.learned.rqvae import load_rqvae_config, train_rqvae  # noqa: E402
+from vqrec.index.embeddings import load_embeddings  # noqa: E402
+from vqrec.trainers.learned.rqvae import load_rqvae_config, train_rqvae  # noqa: E402
 
 
 def summarize(runs: list[dict]) -> dict[str, str]:

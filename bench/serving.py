@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from index import load_index
+from vqrec.index import load_index
 
 from .data import REPO, K
 from .timing import latencies, log
@@ -57,7 +57,7 @@ def serve(index_root: str, *, startup_timeout: float = 90.0) -> Iterator[str]:
         sys.executable,
         "-m",
         "uvicorn",
-        "service.main:create_app",
+        "vqrec.service.main:create_app",
         "--factory",
         "--host",
         "127.0.0.1",

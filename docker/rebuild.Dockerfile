@@ -2,7 +2,7 @@
 # trains faiss codebooks (PQ/OPQ/RQ), so neither torch nor the web stack is needed. Build from the repo root:
 #   docker build -f docker/rebuild.Dockerfile -t vqrec-rebuild .
 #   docker build -f docker/rebuild.Dockerfile --build-arg EXTRAS=distributed -t vqrec-rebuild .   # + Ray Data
-# Run once per schedule (see docker-compose.yml); exit codes in trainers/rebuild.py.
+# Run once per schedule (see docker-compose.yml); exit codes: `vqrec rebuild --help`.
 FROM python:3.11-slim
 
 # a C compiler for the ADC scan kernel (index/_adc.c), built by `pip install`
@@ -12,9 +12,10 @@ RUN apt-get update \
 
 WORKDIR /app
 COPY pyproject.toml setup.py README.md ./
+# the rebuild job trains and publishes: no service/ (it notifies the API over HTTP)
+COPY vqrec ./vqrec
 COPY index ./index
 COPY trainers ./trainers
-COPY service ./service
 # EXTRAS=distributed adds Ray Data for `[distributed] ray = true` (encode + evaluation on a Ray cluster)
 ARG EXTRAS=""
 RUN pip install --no-cache-dir ".${EXTRAS:+[$EXTRAS]}"

@@ -9,8 +9,9 @@ RUN apt-get update \
 
 WORKDIR /app
 COPY pyproject.toml setup.py README.md ./
+# the serving rooms only: no trainers/ (setup.py leaves a room whose folder is absent out of the package)
+COPY vqrec ./vqrec
 COPY index ./index
-COPY trainers ./trainers
 COPY service ./service
 RUN pip install --no-cache-dir ".[service]"
 

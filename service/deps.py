@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from index import CompressedIndex
+from vqrec.index import CompressedIndex
 
 from .errors import IndexNotLoadedError, UnknownIndexError
 from .registry import Registry

@@ -56,8 +56,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from index import ArtifactError, UnknownIdError, VqrecError
-from index.semantic import UnknownSemanticIdError
+from vqrec.index import ArtifactError, UnknownIdError, VqrecError
+from vqrec.index.semantic import UnknownSemanticIdError
 
 logger = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ The lifespan starts ``AliasPoller`` (an asyncio task) when ``settings.poll_secon
 runs one tick in a worker thread (``asyncio.to_thread``: the event loop never waits on a load), which reads
 the alias of every store-backed name (``Registry.stores``: names found with an ``ACTIVE`` alias, including
 those whose alias could not be resolved at startup) and, when the alias names a new version, reloads through
-the admin reload path: ``service.routes.admin.reload_locked`` under the same per-name lock (load into memory,
+the admin reload path: ``service.reload.reload_locked`` under the same per-name lock (load into memory,
 verify every checksum, replay the self-test probes, atomic swap, ``vqrec_reloads_total{index,outcome}`` and
 ``vqrec_reload_failures_total{index}``). Flat artifacts are not polled.
 
@@ -38,13 +38,13 @@ import logging
 import threading
 from typing import TYPE_CHECKING
 
-from index import VqrecError
-from index.store import IndexStore
+from vqrec.index import VqrecError
+from vqrec.index.store import IndexStore
 
 from .errors import ReloadFailedError
 from .metrics import record_reload
 from .registry import Registry
-from .routes.admin import lock_for, reload_locked
+from .reload import lock_for, reload_locked
 
 if TYPE_CHECKING:
     from fastapi import FastAPI

@@ -38,7 +38,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 from typing_extensions import TypedDict
 
-from index import MAX_K
+from vqrec.index import MAX_K
 
 MAX_RERANK = 10 * MAX_K  # the index's own bound (CompressedIndex._check_k)
 

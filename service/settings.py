@@ -24,7 +24,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from index import MAX_K
+from vqrec.index import MAX_K
 
 LogLevel = Literal["critical", "error", "warning", "info", "debug", "trace"]
 

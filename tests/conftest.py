@@ -33,7 +33,7 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from index import Embeddings
+from vqrec.index import Embeddings
 
 SEED = 1234
 
@@ -44,9 +44,9 @@ def pq_index_factory(
     """``make(n)``: a small PQ (M=2, 4 bits, ip) index over the first ``n`` of ``n_items`` random items, with
     ``n_users`` random users when > 0; the codebooks are trained once. Distinct n give distinct content (and
     index_version): what store, reload and publish tests need."""
-    from index import build_index
-    from trainers.config import TrainConfig
-    from trainers.quantizers import train
+    from vqrec.index import build_index
+    from vqrec.trainers.config import TrainConfig
+    from vqrec.trainers.quantizers import train
 
     rng = np.random.default_rng(seed)
     items = rng.standard_normal((n_items, d)).astype(np.float32)
@@ -116,7 +116,8 @@ def ticking_clock(monkeypatch: pytest.MonkeyPatch) -> None:
         return t[0]
 
     monkeypatch.setattr(
-        "index.artifact.datetime", types.SimpleNamespace(UTC=datetime.UTC, datetime=types.SimpleNamespace(now=now))
+        "vqrec.index.artifact.datetime",
+        types.SimpleNamespace(UTC=datetime.UTC, datetime=types.SimpleNamespace(now=now)),
     )
 
 

@@ -14,13 +14,13 @@ import httpx
 import numpy as np
 import yaml
 
-from index import Embeddings, build_index, save_index
-from index.embeddings import save_embeddings
-from index.store import IndexStore
 from tests.conftest import recsys_arrays
-from trainers.config import TrainConfig
-from trainers.quantizers import train
-from trainers.rebuild import load_rebuild_config
+from vqrec.index import Embeddings, build_index, save_index
+from vqrec.index.embeddings import save_embeddings
+from vqrec.index.store import IndexStore
+from vqrec.trainers.config import TrainConfig
+from vqrec.trainers.quantizers import train
+from vqrec.trainers.rebuild import load_rebuild_config
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKER = ROOT / "docker"

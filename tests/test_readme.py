@@ -57,6 +57,7 @@ def test_two_commands_and_ci() -> None:
     assert blocks[1].strip() == 'pip install torch==2.13.0 && pip install -e ".[test]" && python -m pytest -q'
     ci = (ROOT / ".ci" / "run").read_text()
     assert blocks[1].strip() in ci.splitlines(), ".ci/run must run the README's test command exactly"
+    assert "ruff check . && ruff format --check ." in ci, ".ci/run must lint"
 
 
 def test_demo_serves_every_curl_example(tmp_path: Path, server, free_port) -> None:

@@ -11,8 +11,8 @@ import tomllib
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from index.codebooks import KINDS, METRICS
-from index.errors import ConfigError
+from vqrec.index.codebooks import KINDS, METRICS
+from vqrec.index.errors import ConfigError
 
 C = TypeVar("C")
 

@@ -13,8 +13,8 @@ import os
 import numpy as np
 from numpy.typing import NDArray
 
-from index.embeddings import Embeddings
-from index.errors import InputError
+from vqrec.index.embeddings import Embeddings
+from vqrec.index.errors import InputError
 
 
 def synthetic_log(

@@ -13,10 +13,10 @@ import faiss
 import numpy as np
 from numpy.typing import NDArray
 
-from index.codebooks import Codebooks, normalize_rows
-from index.embeddings import Embeddings
-from index.errors import InputError
-from index.progress import progress
+from vqrec.index.codebooks import Codebooks, normalize_rows
+from vqrec.index.embeddings import Embeddings
+from vqrec.index.errors import InputError
+from vqrec.index.progress import progress
 
 from .config import TrainConfig
 

@@ -62,7 +62,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from index.errors import ConfigError, InputError, VqrecError
+from vqrec.index.errors import ConfigError, InputError, VqrecError
 
 logger = logging.getLogger(__name__)
 
@@ -177,7 +177,7 @@ def load_rebuild_config(path: str) -> RebuildConfig:
             values[attr] = os.path.join(base, os.path.expanduser(values[attr]))
     explicit_ray = "ray" in values
     cfg = RebuildConfig(**values)
-    from index.store import IndexStore
+    from vqrec.index.store import IndexStore
 
     try:
         IndexStore(cfg.root).name_dir(cfg.name)  # the name must be a plain store name (no '/', no '..')
@@ -246,7 +246,7 @@ def _recall(evaluation: Any, k: int) -> float | None:
 
 def drift_decision(active_cb: Any, items: Any, cfg: Any, threshold: float) -> dict[str, Any]:
     """Reuse the active codebooks or retrain: relative MSE of ``items`` under them vs their training report's."""
-    from index.eval import reconstruction_mse
+    from vqrec.index.eval import reconstruction_mse
 
     out: dict[str, Any] = {"threshold": threshold}
     if active_cb is None:
@@ -285,7 +285,7 @@ def _clean_stagings(store: Any, name: str) -> None:
 def rebuild_lock(root: str, name: str) -> Iterator[None]:
     """Hold ``{root}/{name}/.rebuild.lock`` (flock, released by the kernel when the process dies, kill -9
     included) or raise RebuildError(EXIT_BUSY) naming the pid that holds it."""
-    from index.store import IndexStore
+    from vqrec.index.store import IndexStore
 
     d = IndexStore(root).name_dir(name)  # validates the name: the lock never lands outside the root
     os.makedirs(d, exist_ok=True)
@@ -347,7 +347,7 @@ def run_rebuild(
 ) -> dict[str, Any]:
     """Run (or resume) the rebuild; returns the summary rows. Raises RebuildError with an exit code."""
     if cfg.ray:  # fail now, not after training: Ray Data must be importable
-        from index.distributed import require_ray
+        from vqrec.index.distributed import require_ray
 
         try:
             require_ray()
@@ -360,7 +360,7 @@ def run_rebuild(
 
 def _read_inputs(cfg: RebuildConfig) -> tuple[Any, Any, Any]:
     """(items, users or None, trainer config), checked; RebuildError EXIT_INPUT / EXIT_CONFIG otherwise."""
-    from index.embeddings import load_embeddings
+    from vqrec.index.embeddings import load_embeddings
 
     from .config import TrainConfig
 
@@ -391,12 +391,12 @@ def _run_locked(
     show_progress: bool,
     echo: Callable[[str], None],
 ) -> dict[str, Any]:
-    from index.artifact import load_index, save_index
-    from index.build import build_index, local_encoder
-    from index.codebooks import Codebooks
-    from index.eval import evaluate_index
-    from index.progress import progress
-    from index.store import IndexStore
+    from vqrec.index.artifact import load_index, save_index
+    from vqrec.index.build import build_index, local_encoder
+    from vqrec.index.codebooks import Codebooks
+    from vqrec.index.eval import evaluate_index
+    from vqrec.index.progress import progress
+    from vqrec.index.store import IndexStore
 
     from .quantizers import train
 
@@ -475,7 +475,7 @@ def _run_locked(
         cb = Codebooks.load(cb_dir)
         runner = None
         if cfg.ray:
-            from index.distributed import ray_encoder, ray_eval_runner
+            from vqrec.index.distributed import ray_encoder, ray_eval_runner
 
             encoder = ray_encoder(shards=cfg.shards, address=cfg.ray_address)
             runner = ray_eval_runner(address=cfg.ray_address)

@@ -7,11 +7,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from index.build import build_index
-from index.codebooks import Codebooks
-from index.embeddings import Embeddings
-from index.eval import codebook_usage, recall_at_k, reconstruction_mse
-from index.exact import exact_search
+from vqrec.index.build import build_index
+from vqrec.index.codebooks import Codebooks
+from vqrec.index.embeddings import Embeddings
+from vqrec.index.eval import codebook_usage, recall_at_k, reconstruction_mse
+from vqrec.index.exact import exact_search
 
 from .config import TrainConfig
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from index import CompressedIndex
+from vqrec.index import CompressedIndex
 
 from ..deps import IndexDep, RegistryDep
 from ..schemas import IndexDetail, IndexList, IndexSummary, ItemInfo, SemanticIdsSummary, UnavailableIndex

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter, Request
 
-from index import CompressedIndex, DimensionMismatchError, NonFiniteError, SearchResult
+from vqrec.index import CompressedIndex, DimensionMismatchError, NonFiniteError, SearchResult
 
 from ..deps import IndexDep, SettingsDep
 from ..errors import BatchTooLargeError, ExcludeTooLargeError, InvalidKError

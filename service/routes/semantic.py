@@ -25,8 +25,8 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from index import CompressedIndex, UnknownItemError, UnknownUserError
-from index.semantic import InvalidCursorError, InvalidPrefixError, SemanticIds
+from vqrec.index import CompressedIndex, UnknownItemError, UnknownUserError
+from vqrec.index.semantic import InvalidCursorError, InvalidPrefixError, SemanticIds
 
 from ..deps import IndexDep, SettingsDep
 from ..errors import BatchTooLargeError, InvalidSemanticIdError, NoSemanticIdsError, UnknownIdsError

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from index import Codebooks, CompressedIndex, build_index
-from trainers.config import TrainConfig
-from trainers.quantizers import train
+from vqrec.index import Codebooks, CompressedIndex, build_index
+from vqrec.trainers.config import TrainConfig
+from vqrec.trainers.quantizers import train
 
 TINY: dict[str, Any] = {"M": 8, "nbits": 6, "niter": 10, "opq_niter": 5, "beam_size": 4, "eval_queries": 20}
 

@@ -12,8 +12,8 @@ import ctypes
 import numpy as np
 import pytest
 
-from index import adc
-from index.adc import adc_scores, adc_scores_ref, adc_topk, kernel_available, topk_from_scores
+from vqrec.index import adc
+from vqrec.index.adc import adc_scores, adc_scores_ref, adc_topk, kernel_available, topk_from_scores
 
 
 def random_case(rng: np.random.Generator, nq: int, M: int, ksub: int, nb: int, *, integer: bool = False):

@@ -4,9 +4,9 @@ checked-in v1 fixture (the format-compatibility oracle).
 The fixture tests/fixtures/index_v1/ (12 KB) was written once with:
 
     import numpy as np
-    from index import Embeddings, build_index, save_index
-    from trainers.config import TrainConfig
-    from trainers.quantizers import train
+    from vqrec.index import Embeddings, build_index, save_index
+    from vqrec.trainers.config import TrainConfig
+    from vqrec.trainers.quantizers import train
 
     rng = np.random.default_rng(1234)
     xb = rng.standard_normal((64, 8)).astype(np.float32)
@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from index import (
+from vqrec.index import (
     INDEX_FORMAT_VERSION,
     ArtifactCorrupt,
     ArtifactError,
@@ -412,7 +412,7 @@ def test_v1_fixture_rebuilds_identically(tmp_path):
     rng = np.random.default_rng(1234)
     xb = rng.standard_normal((64, 8)).astype(np.float32)
     xb[[5, 40]] = 0
-    from index import Embeddings
+    from vqrec.index import Embeddings
 
     again = build_index(index.codebooks, Embeddings(ids=index.item_ids, vectors=xb), show_progress=False)
     np.testing.assert_array_equal(again.codes, index.codes)

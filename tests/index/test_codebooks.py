@@ -14,8 +14,8 @@ import faiss
 import numpy as np
 import pytest
 
-from index import ArtifactCorrupt, ArtifactError, ArtifactNotFound, Codebooks, ConfigError, DimensionMismatchError
-from index.codebooks import _pack_bits, _unpack_bits, normalize_rows
+from vqrec.index import ArtifactCorrupt, ArtifactError, ArtifactNotFound, Codebooks, ConfigError, DimensionMismatchError
+from vqrec.index.codebooks import _pack_bits, _unpack_bits, normalize_rows
 
 KINDS = ("pq", "opq", "rq")
 
@@ -231,7 +231,7 @@ def test_dimension_mismatch(rng):
 
 
 def test_opq_search_equals_pq_on_rotated_vectors(trained, recsys, embed):
-    from index import build_index
+    from vqrec.index import build_index
 
     opq = trained("opq", "ip")
     R = opq.rotation

@@ -10,9 +10,9 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="needs Ray Data (the 'distributed' extra: pip install -e '.[distributed]')")
 
-from index import build_index, save_index  # noqa: E402
-from index.distributed import ensure_ray, merge_shards, ray_encoder  # noqa: E402
-from index.errors import ConfigError, DistributedError  # noqa: E402
+from vqrec.index import build_index, save_index  # noqa: E402
+from vqrec.index.distributed import ensure_ray, merge_shards, ray_encoder  # noqa: E402
+from vqrec.index.errors import ConfigError, DistributedError  # noqa: E402
 
 # Ray warns about its own deprecated settings when its DataContext is copied into tasks
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.context")
@@ -59,8 +59,8 @@ def test_ray_build_equals_single_process_byte_for_byte(local_ray, trained, recsy
 def test_ray_evaluation_equals_single_process(local_ray, trained, recsys, kind, metric) -> None:
     """evaluate_index on Ray Data (blocks of queries as map_batches tasks) reports exactly what the
     single-process run reports, rerank figures included."""
-    from index.distributed import ray_eval_runner
-    from index.eval import evaluate_index
+    from vqrec.index.distributed import ray_eval_runner
+    from vqrec.index.eval import evaluate_index
 
     index = build_index(trained(kind, metric), recsys.items, show_progress=False, item_vectors="float16")
     local = evaluate_index(index, recsys.items, recsys.users, nq=300, block_size=64)
@@ -95,7 +95,7 @@ def test_missing_ray_is_a_clear_error(monkeypatch) -> None:
         return real(name, *a, **kw)
 
     monkeypatch.setattr(builtins, "__import__", fake)
-    from index import distributed
+    from vqrec.index import distributed
 
     with pytest.raises(ConfigError, match=r"needs Ray Data \(the 'distributed' extra\)"):
         distributed.require_ray()
@@ -106,7 +106,7 @@ def test_cli_build_on_ray_writes_the_same_codes(tmp_path, recsys) -> None:
     import subprocess
     import sys
 
-    from index import save_embeddings
+    from vqrec.index import save_embeddings
 
     emb = tmp_path / "items.npz"
     save_embeddings(str(emb), recsys.items.ids, recsys.items.vectors)
@@ -132,10 +132,10 @@ def test_ray_rebuild_equals_single_process_rebuild(local_ray, recsys, tmp_path, 
 
     from typer.testing import CliRunner
 
-    from index import save_embeddings
-    from index.store import IndexStore
-    from trainers.cli import app
-    from trainers.rebuild import load_rebuild_config, run_rebuild
+    from vqrec.cli import app
+    from vqrec.index import save_embeddings
+    from vqrec.index.store import IndexStore
+    from vqrec.trainers.rebuild import load_rebuild_config, run_rebuild
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     save_embeddings(str(tmp_path / "items.npz"), recsys.items.ids, recsys.items.vectors)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from index import InputError, NonFiniteError, load_embeddings, save_embeddings
+from vqrec.index import InputError, NonFiniteError, load_embeddings, save_embeddings
 
 
 def write_npy(

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from index import build_index
-from index.eval import evaluate_index, recall_at_k
-from index.exact import ExactIndex, exact_search
+from vqrec.index import build_index
+from vqrec.index.eval import evaluate_index, recall_at_k
+from vqrec.index.exact import ExactIndex, exact_search
 
 
 def test_recall_at_k_counts_the_overlap_and_ignores_padding() -> None:

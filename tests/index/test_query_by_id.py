@@ -13,10 +13,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from index import Embeddings, build_index
-from index.codebooks import normalize_rows
-from trainers.config import TrainConfig
-from trainers.quantizers import train
+from vqrec.index import Embeddings, build_index
+from vqrec.index.codebooks import normalize_rows
+from vqrec.trainers.config import TrainConfig
+from vqrec.trainers.quantizers import train
 
 
 @pytest.fixture(scope="module", params=[("pq", True), ("opq", True), ("rq", True), ("pq", False), ("rq", False)])

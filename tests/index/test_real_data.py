@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from index import build_index, exact_search, load_embeddings
-from index.eval import exact_hit_rate, hit_rate, read_pairs
-from trainers.config import TrainConfig
-from trainers.quantizers import train
+from vqrec.index import build_index, exact_search, load_embeddings
+from vqrec.index.eval import exact_hit_rate, hit_rate, read_pairs
+from vqrec.trainers.config import TrainConfig
+from vqrec.trainers.quantizers import train
 
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "ml-100k-als64"
 

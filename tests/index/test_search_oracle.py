@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from index import (
+from vqrec.index import (
     Codebooks,
     DimensionMismatchError,
     InputError,
@@ -26,8 +26,8 @@ from index import (
     build_index,
     exact_search,
 )
-from trainers.config import TrainConfig
-from trainers.quantizers import train
+from vqrec.trainers.config import TrainConfig
+from vqrec.trainers.quantizers import train
 
 METHODS = ("pq", "opq", "rq")
 METRICS = ("ip", "cosine", "l2")

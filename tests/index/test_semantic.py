@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from test_artifact import npy_bytes, rewrite  # artifact-surgery helpers (same directory)
 
-from index import (
+from vqrec.index import (
     ArtifactCorrupt,
     ConfigError,
     DimensionMismatchError,
@@ -32,9 +32,9 @@ from index import (
     load_index,
     save_index,
 )
-from index.artifact_io import json_default
-from index.build import attach_semantic_ids
-from index.semantic import (
+from vqrec.index.artifact_io import json_default
+from vqrec.index.build import attach_semantic_ids
+from vqrec.index.semantic import (
     InvalidCursorError,
     InvalidPrefixError,
     SemanticIds,
@@ -47,8 +47,8 @@ from index.semantic import (
     semantic_string,
     tokenize,
 )
-from trainers.config import TrainConfig
-from trainers.quantizers import train
+from vqrec.trainers.config import TrainConfig
+from vqrec.trainers.quantizers import train
 
 FIXTURE_V1 = Path(__file__).resolve().parents[1] / "fixtures" / "index_v1"
 SIZES = [4, 3, 5]

@@ -16,13 +16,14 @@ from typing import Any
 
 import pytest
 
-from index import CompressedIndex, load_index, save_index
-from index.errors import ArtifactCorrupt, ArtifactNotFound, ConfigError, VqrecError
-from index.store import IndexStore, StoreError
-from service.main import create_app
-from service.registry import discover, load_registry
-from service.settings import Settings
 from tests.conftest import pq_index_factory
+from vqrec.index import CompressedIndex, load_index, save_index
+from vqrec.index.discovery import discover
+from vqrec.index.errors import ArtifactCorrupt, ArtifactNotFound, ConfigError, VqrecError
+from vqrec.index.store import IndexStore, StoreError
+from vqrec.service.main import create_app
+from vqrec.service.registry import load_registry
+from vqrec.service.settings import Settings
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient` is deprecated")

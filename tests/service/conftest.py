@@ -20,11 +20,11 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from index import CompressedIndex, Embeddings, build_index, save_index
-from service.main import create_app
-from service.settings import Settings
-from trainers.config import TrainConfig
-from trainers.quantizers import train
+from vqrec.index import CompressedIndex, Embeddings, build_index, save_index
+from vqrec.service.main import create_app
+from vqrec.service.settings import Settings
+from vqrec.trainers.config import TrainConfig
+from vqrec.trainers.quantizers import train
 
 with warnings.catch_warnings():
     # starlette 1.x asks for httpx2 in its test client; only httpx is installed (see the report)

@@ -1,4 +1,4 @@
-"""Hot reload / rollback (service/routes/admin.py) over a versioned store, and the build-time probes."""
+"""Hot reload / rollback (service/reload.py behind service/routes/admin.py) over a versioned store; the probes."""
 
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 
-from index import CompressedIndex, load_index, save_index
-from index.probes import run_probes
-from index.store import IndexStore
-from service.main import create_app
-from service.settings import Settings
 from tests.conftest import pq_index_factory
+from vqrec.index import CompressedIndex, load_index, save_index
+from vqrec.index.probes import run_probes
+from vqrec.index.store import IndexStore
+from vqrec.service.main import create_app
+from vqrec.service.settings import Settings
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient` is deprecated")
@@ -159,9 +159,9 @@ def hold(monkeypatch: pytest.MonkeyPatch, obj: Any, attr: str) -> tuple[threadin
 
 def test_concurrent_reload_is_409(env, monkeypatch, assert_error):
     v0, v1, _ = env.versions
-    import service.routes.admin as admin
+    import vqrec.service.reload as reload
 
-    entered, release = hold(monkeypatch, admin, "load_index")
+    entered, release = hold(monkeypatch, reload, "load_index")
     out: dict[str, Any] = {}
     t = threading.Thread(
         target=lambda: out.setdefault("r", env.client.post("/v1/admin/indexes/movies/reload", json={"version": v1}))

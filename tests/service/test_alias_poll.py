@@ -22,12 +22,12 @@ import test_admin_reload
 from pydantic import ValidationError
 from test_admin_reload import WAIT, Env, _version_dir, hold
 
-from index import CompressedIndex
-from index.store import IndexStore
-from service.main import create_app
-from service.poller import AliasPoller
-from service.routes import admin
-from service.settings import Settings
+from vqrec.index import CompressedIndex
+from vqrec.index.store import IndexStore
+from vqrec.service import reload
+from vqrec.service.main import create_app
+from vqrec.service.poller import AliasPoller
+from vqrec.service.settings import Settings
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient` is deprecated")
@@ -116,11 +116,11 @@ def test_activate_is_picked_up_and_counted(polled, caplog):
     v0, v1, _ = polled.versions
     assert polled.served() == v0 and polled.counts() == (0, 0, 0)
     assert polled.client.get("/v1/admin/indexes").json()["poll_seconds"] == POLL
-    with caplog.at_level(logging.INFO, logger="service.poller"):
+    with caplog.at_level(logging.INFO, logger="vqrec.service.poller"):
         polled.store.activate("movies", v1)
         wait_until(lambda: polled.served() == v1, "the new version served")
     assert polled.counts() == (1, 0, 0)
-    moved = [r.getMessage() for r in caplog.records if r.name == "service.poller" and r.levelno == logging.INFO]
+    moved = [r.getMessage() for r in caplog.records if r.name == "vqrec.service.poller" and r.levelno == logging.INFO]
     assert f"alias moved: movies {v0} -> {v1}" in moved
     # the poller never writes the alias; everything else reports the new version
     assert polled.store.active("movies") == v1 and polled.store.previous("movies") == v0
@@ -137,7 +137,7 @@ def test_activate_is_picked_up_and_counted(polled, caplog):
 def test_bad_version_refused_once_then_good_one_followed(polled, make_index, caplog, bad):
     v0, v1, v2 = polled.versions
     before = polled.recommend()
-    with caplog.at_level(logging.INFO, logger="service.poller"):
+    with caplog.at_level(logging.INFO, logger="vqrec.service.poller"):
         if bad == "checksum":  # codes altered after publish: activate would refuse it, so flip the file
             _corrupt_codes(polled, v1)
             polled.point_alias(v1)
@@ -154,7 +154,9 @@ def test_bad_version_refused_once_then_good_one_followed(polled, make_index, cap
     after = polled.recommend()
     assert after["index_version"] == v0 and after["results"] == before["results"]
     assert polled.store.active("movies") == vbad  # the alias is left as the operator set it
-    warned = [r.getMessage() for r in caplog.records if r.name == "service.poller" and r.levelno == logging.WARNING]
+    warned = [
+        r.getMessage() for r in caplog.records if r.name == "vqrec.service.poller" and r.levelno == logging.WARNING
+    ]
     assert len(warned) == 1, warned
     assert vbad in warned[0] and ("sha256" if bad == "checksum" else "self-test failed") in warned[0]
     # a later flip to a good version is followed
@@ -217,7 +219,7 @@ def test_two_quick_moves_still_converge_on_the_alias(polled):
     """A manual reload moves alias and index to v1; the CLI rolls the alias back to v0 before the next tick.
     The poller compares the alias with what is served, so it reloads v0 (no 'last seen' state to fool)."""
     v0, v1, _ = polled.versions
-    lock = admin.lock_for(polled.client.app, "movies")
+    lock = reload.lock_for(polled.client.app, "movies")
     r = polled.client.post("/v1/admin/indexes/movies/reload", json={"version": v1})
     assert r.status_code == 200 and polled.served() == v1
     assert lock.acquire(timeout=WAIT)  # hold the poller off while the alias moves back
@@ -265,7 +267,7 @@ def test_failed_version_is_retried_by_manual_reload_only(polled):
 
 def test_tick_skipped_while_manual_reload_holds_the_lock(polled):
     v0, v1, _ = polled.versions
-    lock = admin.lock_for(polled.client.app, "movies")
+    lock = reload.lock_for(polled.client.app, "movies")
     assert lock.acquire(timeout=WAIT)
     try:
         polled.store.activate("movies", v1)
@@ -279,7 +281,7 @@ def test_tick_skipped_while_manual_reload_holds_the_lock(polled):
 
 def test_poll_load_runs_off_the_event_loop_and_holds_the_lock(polled, monkeypatch, assert_error):
     v0, v1, _ = polled.versions
-    entered, release = hold(monkeypatch, admin, "load_index")
+    entered, release = hold(monkeypatch, reload, "load_index")
     polled.store.activate("movies", v1)
     try:
         assert entered.wait(WAIT)

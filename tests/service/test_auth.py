@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from service.settings import Settings
+from vqrec.service.settings import Settings
 
 READ, ADMIN = "read-key-s3cr3t-0001", "admin-key-s3cr3t-0002"
 RECOMMEND = "/v1/indexes/demo/recommend"

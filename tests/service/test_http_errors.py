@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from service.settings import Settings
+from vqrec.service.settings import Settings
 
 URL = "/v1/indexes/demo"
 VEC16 = [0.5] * 16
@@ -254,13 +254,13 @@ def test_limits_come_from_settings(limited, assert_error):
 
 
 def test_unexpected_exception_is_500_with_request_id(client, monkeypatch, caplog, assert_error):
-    from index import CompressedIndex
+    from vqrec.index import CompressedIndex
 
     def boom(self, *args, **kwargs):
         raise RuntimeError("secret internal detail")
 
     monkeypatch.setattr(CompressedIndex, "similar", boom)
-    with caplog.at_level(logging.ERROR, logger="service.errors"):
+    with caplog.at_level(logging.ERROR, logger="vqrec.service.errors"):
         r = client.post(f"{URL}/similar", json={"item_id": "1"})
     err = assert_error(r, 500, "internal", ("internal error, request id",))
     rid = r.headers["x-request-id"]

@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from service.settings import Settings
+from vqrec.service.settings import Settings
 
 
 def test_healthz(client):
@@ -68,7 +68,9 @@ def test_load_failure_logged_with_path(broken_root, make_client, caplog):
         pass
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert any("'broken'" in m and os.path.join(broken_root, "broken") in m for m in errors), errors
-    loads = [r.getMessage() for r in caplog.records if r.name == "index.artifact" and "loaded index" in r.getMessage()]
+    loads = [
+        r.getMessage() for r in caplog.records if r.name == "vqrec.index.artifact" and "loaded index" in r.getMessage()
+    ]
     assert len(loads) == 1 and os.path.join(broken_root, "good") in loads[0]  # one line per loaded index
 
 

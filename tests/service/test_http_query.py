@@ -200,7 +200,7 @@ def test_similar_batch_equals_single_queries(client, svc_data):
 
 
 def test_batch_groups_into_few_index_calls(client, monkeypatch, svc_data):
-    from index import CompressedIndex
+    from vqrec.index import CompressedIndex
 
     calls: list[tuple[str, int, int]] = []
     for method in ("recommend", "search"):

@@ -28,10 +28,10 @@ import numpy as np
 import pytest
 from test_http_errors import Case, send  # the error-case table's shape and sender (same directory)
 
-from index import Embeddings, build_index, save_index
-from index.build import attach_semantic_ids
-from index.semantic import Tokenizer, _mlp, residual_quantize
-from service.settings import Settings
+from vqrec.index import Embeddings, build_index, save_index
+from vqrec.index.build import attach_semantic_ids
+from vqrec.index.semantic import Tokenizer, _mlp, residual_quantize
+from vqrec.service.settings import Settings
 
 V1_FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "index_v1"
 SIZES = (4, 3, 5)

@@ -9,10 +9,10 @@ import logging
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from index import save_index
-from service.main import create_app
-from service.metrics import record_reload
-from service.settings import Settings
+from vqrec.index import save_index
+from vqrec.service.main import create_app
+from vqrec.service.metrics import record_reload
+from vqrec.service.settings import Settings
 
 EVALUATION = {
     "nq": 20,
@@ -138,7 +138,7 @@ def test_request_id_header_on_every_response(client):
 
 
 def test_500_uses_the_same_request_id(client, monkeypatch, caplog):
-    from index import CompressedIndex
+    from vqrec.index import CompressedIndex
 
     def boom(self, *args, **kwargs):
         raise RuntimeError("boom")
@@ -159,7 +159,7 @@ def test_500_uses_the_same_request_id(client, monkeypatch, caplog):
             "index": "demo",
         }
     ]
-    errors = [rec for rec in caplog.records if rec.name == "service.errors"]
+    errors = [rec for rec in caplog.records if rec.name == "vqrec.service.errors"]
     assert errors and "rid-500" in errors[0].getMessage() and errors[0].request_id == "rid-500"
 
 

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from service.settings import Settings
+from vqrec.service.settings import Settings
 
 
 def test_defaults(tmp_path):
@@ -72,7 +72,7 @@ def test_import_does_no_work_and_no_torch():
 def test_run_starts_uvicorn_with_settings(monkeypatch, tmp_path):
     import uvicorn
 
-    from service import main
+    from vqrec.service import main
 
     seen = {}
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(app=app, **kw))
@@ -84,7 +84,7 @@ def test_run_starts_uvicorn_with_settings(monkeypatch, tmp_path):
 def test_uvicorn_factory_reads_environment(index_root, svc_data, server, free_port):
     """`uvicorn service.main:create_app --factory` serves the indexes named by VQREC_INDEX_ROOT."""
     port = free_port()
-    argv = [sys.executable, "-m", "uvicorn", "service.main:create_app", "--factory", "--host", "127.0.0.1",
+    argv = [sys.executable, "-m", "uvicorn", "vqrec.service.main:create_app", "--factory", "--host", "127.0.0.1",
             "--port", str(port), "--log-level", "warning"]  # fmt: skip
     env = {"VQREC_INDEX_ROOT": index_root, "VQREC_INDEXES": "demo"}
     with server(

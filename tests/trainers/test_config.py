@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from index import ConfigError
-from trainers.config import TrainConfig, load_config
+from vqrec.index import ConfigError
+from vqrec.trainers.config import TrainConfig, load_config
 
 
 @pytest.mark.parametrize(

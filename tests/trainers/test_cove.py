@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from index import ConfigError, InputError, load_embeddings
-from index.embeddings import Embeddings
-from index.eval import exact_hit_rate, read_pairs
+from vqrec.index import ConfigError, InputError, load_embeddings
+from vqrec.index.embeddings import Embeddings
+from vqrec.index.eval import exact_hit_rate, read_pairs
 
 torch = pytest.importorskip("torch", reason="needs torch (the 'train' extra: pip install torch==2.13.0)")
 
-from trainers.cli import app  # noqa: E402
-from trainers.learned.cove import (  # noqa: E402
+from vqrec.cli import app  # noqa: E402
+from vqrec.trainers.learned.cove import (  # noqa: E402
     CoveConfig,
     leave_one_out,
     load_cove_config,

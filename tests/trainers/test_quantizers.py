@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from index import ConfigError, Embeddings, InputError, build_index
-from trainers.config import TrainConfig
-from trainers.quantizers import train, train_opq, training_sample
+from vqrec.index import ConfigError, Embeddings, InputError, build_index
+from vqrec.trainers.config import TrainConfig
+from vqrec.trainers.quantizers import train, train_opq, training_sample
 
 FAST = {"M": 4, "nbits": 5, "niter": 5, "opq_niter": 3, "beam_size": 2, "eval_queries": 20}
 METHODS = ("pq", "opq", "rq")

@@ -1,6 +1,6 @@
 """`vqrec rebuild` (trainers/rebuild.py) end to end, as a subprocess: publish, gate, kill -9 at each step, drift.
 
-The command is run from its own typer app (trainers/cli_rebuild.register) under sys.executable, so a
+The command is run from its own typer app (vqrec/cli/rebuild.py) under sys.executable, so a
 crash (the VQREC_REBUILD_CRASH_AFTER test hook: os._exit(137), as kill -9) ends a real process.
 """
 
@@ -20,18 +20,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from index.artifact import load_index
-from index.embeddings import save_embeddings
-from index.store import IndexStore
 from tests.conftest import recsys_arrays
-from trainers.rebuild import EXIT_NOTIFY, RebuildConfig, RebuildError, load_rebuild_config, notify, rebuild_lock
+from vqrec.index.artifact import load_index
+from vqrec.index.embeddings import save_embeddings
+from vqrec.index.store import IndexStore
+from vqrec.trainers.rebuild import EXIT_NOTIFY, RebuildConfig, RebuildError, load_rebuild_config, notify, rebuild_lock
 
 NAME = "movies"
-_APP = (
-    "import typer, sys; from trainers.cli_rebuild import register; "
-    "app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None); "
-    "register(app, typer.Typer()); app.callback()(lambda: None); app()"
-)
+_APP = "from vqrec.cli.rebuild import app; app.callback()(lambda: None); app()"
 _REPO = str(pathlib.Path(__file__).resolve().parents[2])
 
 

@@ -13,10 +13,10 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="needs torch (the 'train' extra: pip install torch==2.13.0)")
 
-from index.embeddings import save_embeddings  # noqa: E402
-from index.errors import ConfigError  # noqa: E402
-from index.semantic import Tokenizer  # noqa: E402
-from trainers.learned import rqvae as R  # noqa: E402
+from vqrec.index.embeddings import save_embeddings  # noqa: E402
+from vqrec.index.errors import ConfigError  # noqa: E402
+from vqrec.index.semantic import Tokenizer  # noqa: E402
+from vqrec.trainers.learned import rqvae as R  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = {"codebook_size": 16, "latent_dim": 8, "hidden": (32,), "epochs": 3, "batch_size": 64, "report_queries": 200}
@@ -166,7 +166,7 @@ def test_config_validation_and_overrides() -> None:
 
 
 def as_small_embeddings(n: int):  # type: ignore[no-untyped-def]
-    from index.embeddings import Embeddings
+    from vqrec.index.embeddings import Embeddings
 
     rng = np.random.default_rng(0)
     return Embeddings(ids=[f"i{i}" for i in range(n)], vectors=rng.standard_normal((n, 8)).astype(np.float32))
@@ -213,7 +213,7 @@ def test_cli_trains_writes_the_artifact_and_builds_semantic_ids(tmp_path: Path, 
               str(tok_dir), "--tokenize-users", "-o", str(idx), "--no-eval", "-q")  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert "semantic ids (items)" in r.stdout and "semantic ids (users)" in r.stdout
-    from index.artifact import load_index
+    from vqrec.index.artifact import load_index
 
     index = load_index(str(idx))
     tok = Tokenizer.load(str(tok_dir))
@@ -222,7 +222,7 @@ def test_cli_trains_writes_the_artifact_and_builds_semantic_ids(tmp_path: Path, 
 
 
 def test_collapsed_levels_are_named() -> None:
-    from trainers.cli_rqvae import collapse_warnings
+    from vqrec.cli.train_rqvae import collapse_warnings
 
     levels = [
         {"level": 0, "used": 250, "codebook_size": 256, "utilization": 250 / 256},
@@ -267,7 +267,7 @@ def test_the_service_and_index_never_import_torch() -> None:
     assert r.returncode == 0, r.stdout + r.stderr
     # and the CLI's start-up (vqrec --help, vqrec serve) does not either
     code = (
-        "import sys\nfrom trainers import cli\n"
+        "import sys\nfrom vqrec import cli\n"
         "bad = [m for m in sys.modules if m.split('.')[0] == 'torch']\nsys.exit(1 if bad else 0)\n"
     )
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, timeout=120).returncode == 0

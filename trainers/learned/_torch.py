@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from index.errors import ConfigError
+from vqrec.index.errors import ConfigError
 
 INSTALL_HINT = 'pip install torch==2.13.0 && pip install -e ".[train]"'
 

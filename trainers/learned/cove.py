@@ -45,10 +45,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from index.artifact_io import atomic_dir, write_manifest
-from index.errors import ConfigError, InputError
-from index.progress import progress
-from trainers.config import config_from_dict, parse_bool, parse_override, read_config_file
+from vqrec.index.artifact_io import atomic_dir, write_manifest
+from vqrec.index.errors import ConfigError, InputError
+from vqrec.index.progress import progress
+from vqrec.trainers.config import config_from_dict, parse_bool, parse_override, read_config_file
 
 from ._torch import require_torch
 

@@ -37,11 +37,11 @@ from typing import Any
 import faiss
 import numpy as np
 
-from index.embeddings import Embeddings
-from index.errors import ConfigError
-from index.progress import progress
-from index.semantic import INPUT_NORMS, Tokenizer, assign_suffixes, semantic_report
-from trainers.config import config_from_dict, parse_bool, read_config_file
+from vqrec.index.embeddings import Embeddings
+from vqrec.index.errors import ConfigError
+from vqrec.index.progress import progress
+from vqrec.index.semantic import INPUT_NORMS, Tokenizer, assign_suffixes, semantic_report
+from vqrec.trainers.config import config_from_dict, parse_bool, read_config_file
 
 from ._torch import require_torch
 

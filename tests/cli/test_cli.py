@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from trainers.cli import app
+from vqrec.cli import app
 
 runner = CliRunner()
 

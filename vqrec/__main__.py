@@ -1,0 +1,5 @@
+"""``python -m vqrec ...`` runs the ``vqrec`` command line."""
+
+from vqrec.cli import main
+
+main()
