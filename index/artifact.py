@@ -1,6 +1,6 @@
 """The index artifact on disk: save_index / load_index.
 
-A directory, readable with plain numpy (no pickles); see README "Index artifact format":
+A directory, readable with plain numpy (no pickles); see docs/artifacts.md:
 
     manifest.json       format_version, index_version, method/params, metric, dims, counts, bytes,
                         source fingerprints, sha256 + size of every file, evaluation report

@@ -16,7 +16,7 @@ queries that ``evaluate_index`` planned on the driver. The answers come back to 
 the figures, so the report is the one a single process writes (tested).
 
     ray.init()                               # local: all cores of this machine
-    ray.init(address="ray://head:10001")     # a cluster (or set RAY_ADDRESS); see README
+    ray.init(address="ray://head:10001")     # a cluster (or set RAY_ADDRESS); see docs/operations.md
 
 Nothing else in ``index/`` or the service imports Ray; it is imported inside these functions.
 """

@@ -1,5 +1,7 @@
-"""The README stays true: its two set-up commands are the ones CI runs, the demo it starts answers
-every curl example in it, and the train/build/eval/serve walkthrough runs on the shared data.
+"""The README and docs/ stay true: the README's two set-up commands are the ones CI runs, the demo it
+starts answers every curl example (README and docs/api.md), the walkthroughs (README, docs/learned.md) run
+on the shared data, every command block of every page is run by a test here, and every relative link
+points at a file and heading that exist.
 
 Servers are started on 127.0.0.1 on a free port with the `server` fixture (tests/conftest.py): a
 bounded wait for /readyz, always stopped.
@@ -20,12 +22,53 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
+DOCS = ROOT / "docs"
+PAGES = [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]
 SHARED = ROOT.parent / "shared"
 ML100K = SHARED / "data" / "ml-100k-als64"
 
 
-def bash_blocks() -> list[str]:
-    return re.findall(r"```bash\n(.*?)```", README, flags=re.S)
+def bash_blocks(page: str = "README.md") -> list[str]:
+    """The ```bash blocks of a page (a path relative to the repository root), in order."""
+    return re.findall(r"```bash\n(.*?)```", (ROOT / page).read_text(encoding="utf-8"), flags=re.S)
+
+
+# every command block of every page, and the test that runs it
+COVERED = {
+    ("README.md", 0): "test_two_commands_and_ci, test_demo_serves_every_curl_example (vqrec demo)",
+    ("README.md", 1): "test_two_commands_and_ci (.ci/run runs it)",
+    ("README.md", 2): "test_walkthrough_on_movielens",
+    ("README.md", 3): "test_demo_serves_every_curl_example",
+    ("docs/api.md", 0): "test_demo_serves_every_curl_example",
+    ("docs/learned.md", 0): "test_learned_quantizers_and_semantic_ids",
+    ("docs/learned.md", 1): "test_cove_and_bpr_walkthrough",
+}
+
+
+def test_every_command_block_is_run_by_a_test() -> None:
+    found = {(str(p.relative_to(ROOT)), i) for p in PAGES for i, _ in enumerate(bash_blocks(str(p.relative_to(ROOT))))}
+    assert found == set(COVERED), "a ```bash block was added or moved: run it in a test here and list it in COVERED"
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to '-'."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_readme_is_short_and_every_link_resolves() -> None:
+    assert len(README.encode()) < 8 * 1024, "the README keeps to what vqrec is, the two commands, a walkthrough, links"
+    assert {p.name for p in DOCS.glob("*.md")} == set(re.findall(r"\]\(docs/([\w.-]+\.md)\)", README))
+    for page in PAGES:
+        text = page.read_text(encoding="utf-8")
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+://", target):
+                continue
+            path, _, anchor = target.partition("#")
+            dest = (page.parent / path).resolve() if path else page
+            assert dest.exists(), (page.name, target)
+            if anchor:
+                headings = re.findall(r"^#+ (.+)$", dest.read_text(encoding="utf-8"), flags=re.M)
+                assert anchor in {slug(h) for h in headings}, (page.name, target)
 
 
 def vqrec_argv(command: str) -> list[str]:
@@ -63,7 +106,8 @@ def test_two_commands_and_ci() -> None:
 def test_demo_serves_every_curl_example(tmp_path: Path, server, free_port) -> None:
     demo = bash_blocks()[0].strip().split("&&")[1].strip()  # the install half already ran (we are in it)
     curls = [ln for ln in bash_blocks()[3].splitlines() if ln.startswith("curl ")]
-    assert len(curls) >= 10  # one per endpoint
+    curls += [ln for ln in bash_blocks("docs/api.md")[0].splitlines() if ln.startswith("curl ")]
+    assert len(curls) >= 13  # the README's three, and one per endpoint in docs/api.md
     port = free_port()
     with server(vqrec_argv(demo), port, env=serve_env(port), cwd=tmp_path, timeout=300):
         for line in curls:
@@ -96,7 +140,7 @@ def test_walkthrough_on_movielens(tmp_path: Path, server, free_port) -> None:
         outputs[line.split()[1]] = p.stdout
     manifest = json.loads((work / "runs" / "indexes" / "ml100k" / "manifest.json").read_text())
     ev = manifest["evaluation"]
-    # the issue's acceptance figures at 16 bytes per item (README: Benchmarks)
+    # the issue's acceptance figures at 16 bytes per item (docs/benchmarks.md)
     assert manifest["bytes"]["code_bytes_per_item"] == 16
     assert ev["user_to_item"]["recall@10"] >= 0.90
     assert ev["user_to_item_rerank"]["recall@10"] >= 0.99
@@ -111,14 +155,14 @@ def test_walkthrough_on_movielens(tmp_path: Path, server, free_port) -> None:
 
 
 def test_learned_quantizers_and_semantic_ids(tmp_path: Path, server, free_port) -> None:
-    """The README's semantic-ID walkthrough: embed titles, train a CoST tokenizer, build an ALS index with
+    """The semantic-ID walkthrough of docs/learned.md: embed titles, train a CoST tokenizer, build an ALS index with
     title semantic ids, serve it and answer every curl example."""
     if not ML100K.is_dir() or not (SHARED / "data" / "ml-100k" / "u.item").exists():
         pytest.skip(f"needs {SHARED / 'data'} (MovieLens-100k and its ALS embeddings, ../shared beside the repo)")
     work = tmp_path / "repo"
     work.mkdir()
     (tmp_path / "shared").symlink_to(SHARED)
-    block = bash_blocks()[4]
+    block = bash_blocks("docs/learned.md")[0]
     lines = [ln for ln in block.splitlines() if ln.startswith("vqrec ")]
     steps = [" ".join(ln.split()[1:3]) for ln in lines]
     assert steps[:4] == ["embed --items", "train rqvae", "train pq", "build --codebooks"], steps
@@ -149,14 +193,14 @@ def test_learned_quantizers_and_semantic_ids(tmp_path: Path, server, free_port) 
 
 
 def test_cove_and_bpr_walkthrough(tmp_path: Path) -> None:
-    """The README's COVE example: train COVE and the BPR baseline, index the COVE embeddings at 16 bytes per
+    """The COVE example of docs/learned.md: train COVE and the BPR baseline, index the COVE embeddings at 16 bytes per
     item and keep >= 99 % of their exact HR@10 (leave-one-out, training items excluded)."""
     if not ML100K.is_dir():
         pytest.skip(f"needs {ML100K} (MovieLens-100k interactions, ../shared/data beside the repo)")
     work = tmp_path / "repo"
     work.mkdir()
     (tmp_path / "shared").symlink_to(SHARED)
-    lines = [ln for ln in bash_blocks()[5].splitlines() if ln.startswith("vqrec ")]
+    lines = [ln for ln in bash_blocks("docs/learned.md")[1].splitlines() if ln.startswith("vqrec ")]
     assert [" ".join(ln.split()[1:3]) for ln in lines][:2] == ["train cove", "train bpr"]
     env = {**os.environ, "VQREC_PROGRESS": "0"}
     out = ""

@@ -37,7 +37,7 @@ def build(
         typer.Option(
             "--pair-tables/--no-pair-tables",
             help="Store codeword-pair tables so LUTs of queries by id are gathered, not decoded "
-            "(off: decoding measured faster; see README).",
+            "(off: decoding measured faster; see docs/indexing.md).",
         ),
     ] = False,
     evaluate: Annotated[
