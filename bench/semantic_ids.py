@@ -19,7 +19,8 @@ import time
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from vqrec.index.embeddings import load_embeddings  # noqa: E402
-from vqrec.trainers.learned.rqvae import load_rqvae_config, train_rqvae  # noqa: E402
+from vqrec.trainers.configfile import load_settings  # noqa: E402
+from vqrec.trainers.learned.rqvae import RQVAEConfig, train_rqvae  # noqa: E402
 
 
 def summarize(runs: list[dict]) -> dict[str, str]:
@@ -46,7 +47,7 @@ def main() -> None:
     for loss in args.losses.split(","):
         runs = []
         for seed in range(args.seeds):
-            cfg = load_rqvae_config(None, args.overrides, loss=loss, seed=seed)
+            cfg = load_settings(RQVAEConfig, None, args.overrides, loss=loss, seed=seed)
             t0 = time.perf_counter()
             tok, _ = train_rqvae(emb, cfg, show_progress=False)
             q = tok.report["quality"]

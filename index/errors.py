@@ -1,19 +1,27 @@
-"""Domain errors of vqrec. No HTTP knowledge here; service/errors.py maps them to status codes.
+"""Every domain error of vqrec, in one tree. No HTTP knowledge here: service/errors.py maps them to
+status codes, and the CLI to exit codes (``vqrec rebuild`` reads ``RebuildError.exit_code``).
 
-    VqrecError (ValueError)
-    ├── InputError                 bad embeddings file or bad query input
-    │   ├── DimensionMismatchError query/vector dimension differs from the index
-    │   └── NonFiniteError         NaN or inf in a vector
-    ├── ConfigError                an invalid trainer / build / search parameter
-    ├── ArtifactError              an on-disk artifact cannot be used
-    │   ├── ArtifactNotFound
-    │   ├── ArtifactCorrupt        missing file, checksum or shape mismatch, unreadable manifest
-    │   └── FormatVersionError     a format_version this code does not read
-    └── UnknownIdError (KeyError-like lookups)
-        ├── UnknownItemError
-        └── UnknownUserError
+    VqrecError (ValueError)            code
+    ├── InputError                     invalid_input          bad embeddings file or bad query input
+    │   ├── DimensionMismatchError     dimension_mismatch     query/vector dimension differs from the index
+    │   ├── NonFiniteError             non_finite             NaN or inf in a vector
+    │   ├── InvalidPrefixError         invalid_prefix         a semantic-ID prefix that cannot exist
+    │   └── InvalidCursorError         invalid_cursor         a page cursor not issued for this query/index
+    ├── ConfigError                    invalid_config         an invalid trainer / build / search parameter
+    ├── DistributedError               distributed_error      work on Ray that did not come back whole
+    ├── ArtifactError                  artifact_error         an on-disk artifact cannot be used
+    │   ├── ArtifactNotFound           artifact_not_found
+    │   ├── ArtifactCorrupt            artifact_corrupt       missing file, checksum or shape mismatch, bad manifest
+    │   ├── FormatVersionError         format_version         a format_version this code does not read
+    │   └── StoreError                 store_error            a store operation that cannot be done
+    ├── UnknownIdError                 unknown_id             (KeyError-like lookups)
+    │   ├── UnknownItemError           unknown_item
+    │   └── UnknownUserError           unknown_user
+    ├── UnknownSemanticIdError         unknown_semantic_id    no entity has that semantic ID
+    └── RebuildError                   rebuild_failed         the rebuild job stopped; exit_code says why
 
-Every message names what was wrong and, where there is one, the file and both values.
+Every message names what was wrong and, where there is one, the file and both values. A test pins this
+tree (tests/index/test_errors.py): every error class of the package is defined here.
 """
 
 from __future__ import annotations
@@ -35,6 +43,14 @@ class DimensionMismatchError(InputError):
 
 class NonFiniteError(InputError):
     code = "non_finite"
+
+
+class InvalidPrefixError(InputError):
+    code = "invalid_prefix"
+
+
+class InvalidCursorError(InputError):
+    code = "invalid_cursor"
 
 
 class ConfigError(VqrecError):
@@ -63,6 +79,12 @@ class FormatVersionError(ArtifactError):
     code = "format_version"
 
 
+class StoreError(ArtifactError):
+    """A store operation that cannot be done (unknown version, nothing to roll back to, a clash)."""
+
+    code = "store_error"
+
+
 class UnknownIdError(VqrecError):
     code = "unknown_id"
 
@@ -84,3 +106,17 @@ class UnknownUserError(UnknownIdError):
 
     def __init__(self, ident: str) -> None:
         super().__init__("user", ident)
+
+
+class UnknownSemanticIdError(VqrecError):
+    code = "unknown_semantic_id"
+
+
+class RebuildError(VqrecError):
+    """The rebuild job stopped; ``exit_code`` is one of ``vqrec.trainers.rebuild``'s EXIT_* codes."""
+
+    code = "rebuild_failed"
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code

@@ -38,22 +38,17 @@ from numpy.typing import NDArray
 
 from .artifact_io import atomic_dir, read_manifest, verify_files, write_manifest
 from .embeddings import Embeddings
-from .errors import ArtifactCorrupt, ConfigError, DimensionMismatchError, InputError, VqrecError
+from .errors import (
+    ArtifactCorrupt,
+    ConfigError,
+    DimensionMismatchError,
+    InputError,
+    InvalidCursorError,
+    InvalidPrefixError,
+)
 
 TOKENIZER_FORMAT_VERSION = 1
 INPUT_NORMS = ("none", "l2")
-
-
-class InvalidPrefixError(InputError):
-    code = "invalid_prefix"
-
-
-class InvalidCursorError(InputError):
-    code = "invalid_cursor"
-
-
-class UnknownSemanticIdError(VqrecError):
-    code = "unknown_semantic_id"
 
 
 # ---- tokenizer (numpy forward) -----------------------------------------------------------------

@@ -32,19 +32,13 @@ from typing import Any
 
 from .artifact import READABLE_VERSIONS, load_index, save_index
 from .artifact_io import MANIFEST, read_manifest
-from .errors import ArtifactCorrupt, ArtifactError, ArtifactNotFound, ConfigError, VqrecError
+from .errors import ArtifactCorrupt, ArtifactNotFound, ConfigError, StoreError, VqrecError
 from .index import CompressedIndex
 
 ALIAS = "ACTIVE"
 VERSIONS = "versions"
 _LOCK = ".lock"
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
-
-
-class StoreError(ArtifactError):
-    """A store operation that cannot be done (unknown version, nothing to roll back to, a clash)."""
-
-    code = "store_error"
 
 
 @dataclass

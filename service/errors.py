@@ -56,8 +56,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from vqrec.index import ArtifactError, UnknownIdError, VqrecError
-from vqrec.index.semantic import UnknownSemanticIdError
+from vqrec.index.errors import ArtifactError, UnknownIdError, UnknownSemanticIdError, VqrecError
 
 logger = logging.getLogger(__name__)
 

@@ -1,20 +1,18 @@
-"""Trainer configuration: one frozen, validated dataclass, read from JSON/TOML and overridable
-with ``--set key=value``. Precedence: built-in defaults < config file < --set < explicit CLI flags.
-The config is written into the codebook artifact (and copied into every index built from it)."""
+"""The faiss trainers' configuration (pq / opq / rq): one frozen, validated dataclass, loaded like every
+trainer's settings by ``configfile.load_settings(TrainConfig, path, overrides, **explicit)`` (defaults <
+config file < --set < explicit CLI flags). The config is written into the codebook artifact (and copied into
+every index built from it)."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-import tomllib
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from vqrec.index.codebooks import KINDS, METRICS
 from vqrec.index.errors import ConfigError
 
-C = TypeVar("C")
+from .configfile import config_from_dict
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -78,68 +76,3 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         return config_from_dict(cls, data)
-
-
-def config_from_dict(cls: type[C], data: dict[str, Any]) -> C:
-    """``cls(**data)`` for a config dataclass, with unknown keys named (and the known ones listed)."""
-    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ConfigError(f"unknown config keys {unknown}; known keys: {sorted(known)}.")
-    return cls(**data)
-
-
-def read_config_file(path: str | None) -> dict[str, Any]:
-    """The settings in a JSON or TOML (by extension) config file; {} for no file."""
-    if not path:
-        return {}
-    if not os.path.exists(path):
-        raise ConfigError(f"config file not found: {path}")
-    try:
-        if path.endswith(".toml"):
-            with open(path, "rb") as f:
-                data = tomllib.load(f)
-        else:
-            with open(path, encoding="utf-8") as f:
-                data = json.load(f)
-    except (json.JSONDecodeError, tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: cannot parse config: {e}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: config must be an object/table.")
-    return data
-
-
-def parse_bool(raw: str) -> bool:
-    """true/false, yes/no, on/off, 1/0 (any case); ValueError otherwise."""
-    s = raw.strip().lower()
-    if s in ("1", "true", "yes", "on"):
-        return True
-    if s in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(raw)
-
-
-def parse_override(item: str, types: dict[str, type]) -> tuple[str, Any]:
-    if "=" not in item:
-        raise ConfigError(f"--set expects key=value, got {item!r}.")
-    key, raw = item.split("=", 1)
-    key = key.strip()
-    if key not in types:
-        raise ConfigError(f"--set: unknown key {key!r}; known keys: {sorted(types)}.")
-    typ = types[key]
-    try:
-        return key, typ(raw) if typ is not str else raw
-    except ValueError:
-        raise ConfigError(f"--set {key}: {raw!r} is not a valid {typ.__name__}.") from None
-
-
-def load_config(path: str | None, overrides: list[str] | None = None, **explicit: Any) -> TrainConfig:
-    """defaults < file (JSON or TOML) < --set overrides < explicit keyword arguments (non-None)."""
-    data = read_config_file(path)
-    # annotations are strings (from __future__ import annotations): "int", "int | None", "str"
-    types = {f.name: (int if str(f.type).split(" |")[0] == "int" else str) for f in dataclasses.fields(TrainConfig)}
-    for item in overrides or []:
-        k, v = parse_override(item, types)
-        data[k] = v
-    data.update({k: v for k, v in explicit.items() if v is not None})
-    return TrainConfig.from_dict(data)

@@ -62,7 +62,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from vqrec.index.errors import ConfigError, InputError, VqrecError
+from vqrec.index.errors import ConfigError, InputError, RebuildError, VqrecError
+
+from .configfile import check_types, read_config_file
 
 logger = logging.getLogger(__name__)
 
@@ -80,14 +82,6 @@ WORK_DIR = ".rebuild"
 STATE = "state.json"
 STEPS = ("train", "build", "publish", "activate")
 LOCK = ".rebuild.lock"
-
-
-class RebuildError(Exception):
-    """A rebuild that stops; ``exit_code`` is one of the EXIT_* codes."""
-
-    def __init__(self, message: str, exit_code: int) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 @dataclass
@@ -112,40 +106,23 @@ class RebuildConfig:
     shards: int | None = None
 
 
-_SECTIONS: dict[str, dict[str, tuple[str, type | tuple[type, ...]]]] = {
-    "index": {"root": ("root", str), "name": ("name", str)},
-    "data": {
-        "items": ("items", str),
-        "users": ("users", str),
-        "item_ids": ("item_ids", str),
-        "user_ids": ("user_ids", str),
-    },
-    "drift": {"max_relative_mse_increase": ("max_relative_mse_increase", (int, float))},
-    "gate": {
-        "recall_floor": ("recall_floor", (int, float)),
-        "max_drop": ("max_drop", (int, float)),
-        "k": ("k", int),
-        "queries": ("queries", int),
-    },
-    "notify": {"url": ("notify_url", str), "admin_key_env": ("admin_key_env", str)},
-    "store": {"keep": ("keep", int)},
-    "distributed": {"ray": ("ray", bool), "address": ("ray_address", str), "shards": ("shards", int)},
+# the tables of rebuild.toml: section -> {key: RebuildConfig field}; the types are the fields' (configfile)
+_SECTIONS: dict[str, dict[str, str]] = {
+    "index": {"root": "root", "name": "name"},
+    "data": {"items": "items", "users": "users", "item_ids": "item_ids", "user_ids": "user_ids"},
+    "drift": {"max_relative_mse_increase": "max_relative_mse_increase"},
+    "gate": {"recall_floor": "recall_floor", "max_drop": "max_drop", "k": "k", "queries": "queries"},
+    "notify": {"url": "notify_url", "admin_key_env": "admin_key_env"},
+    "store": {"keep": "keep"},
+    "distributed": {"ray": "ray", "address": "ray_address", "shards": "shards"},
 }
 
 
 def load_rebuild_config(path: str) -> RebuildConfig:
     """Read and validate rebuild.toml (relative data paths are taken from the file's directory)."""
-    import tomllib
-
     from .config import TrainConfig
 
-    try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: cannot parse config: {e}") from None
+    data = read_config_file(path, fmt="toml")
     unknown = sorted(set(data) - {*_SECTIONS, "train"})
     if unknown:
         raise ConfigError(f"{path}: unknown sections {unknown}; known: {sorted([*_SECTIONS, 'train'])}.")
@@ -157,12 +134,10 @@ def load_rebuild_config(path: str) -> RebuildConfig:
         bad = sorted(set(table) - set(keys))
         if bad:
             raise ConfigError(f"{path}: unknown keys {bad} in [{section}]; known: {sorted(keys)}.")
-        for key, (attr, typ) in keys.items():
-            if key in table:
-                v = table[key]
-                if (isinstance(v, bool) and typ is not bool) or not isinstance(v, typ):
-                    raise ConfigError(f"{path}: [{section}] {key} has the wrong type ({v!r}).")
-                values[attr] = v
+        found = {keys[key]: v for key, v in table.items()}
+        where = {attr: f"{path}: [{section}] {key}" for key, attr in keys.items()}
+        check_types(RebuildConfig, found, where=where.__getitem__)
+        values.update(found)
     for req, section in (("root", "index"), ("name", "index"), ("items", "data")):
         if req not in values:
             raise ConfigError(f"{path}: [{section}] {req} is required.")

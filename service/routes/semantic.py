@@ -26,7 +26,8 @@ from typing import Any
 from fastapi import APIRouter
 
 from vqrec.index import CompressedIndex, UnknownItemError, UnknownUserError
-from vqrec.index.semantic import InvalidCursorError, InvalidPrefixError, SemanticIds
+from vqrec.index.errors import InvalidCursorError, InvalidPrefixError
+from vqrec.index.semantic import SemanticIds
 
 from ..deps import IndexDep, SettingsDep
 from ..errors import BatchTooLargeError, InvalidSemanticIdError, NoSemanticIdsError, UnknownIdsError

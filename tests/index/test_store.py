@@ -19,8 +19,8 @@ import pytest
 from tests.conftest import pq_index_factory
 from vqrec.index import CompressedIndex, load_index, save_index
 from vqrec.index.discovery import discover
-from vqrec.index.errors import ArtifactCorrupt, ArtifactNotFound, ConfigError, VqrecError
-from vqrec.index.store import IndexStore, StoreError
+from vqrec.index.errors import ArtifactCorrupt, ArtifactNotFound, ConfigError, StoreError, VqrecError
+from vqrec.index.store import IndexStore
 from vqrec.service.main import create_app
 from vqrec.service.registry import load_registry
 from vqrec.service.settings import Settings

@@ -1,14 +1,16 @@
-"""TrainConfig validation and load_config precedence: defaults < file < --set < explicit keywords."""
+"""TrainConfig validation and load_settings precedence: defaults < file < --set < explicit keywords."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 
 from vqrec.index import ConfigError
-from vqrec.trainers.config import TrainConfig, load_config
+from vqrec.trainers.config import TrainConfig
+from vqrec.trainers.configfile import load_settings
 
 
 @pytest.mark.parametrize(
@@ -81,7 +83,7 @@ def test_from_dict_round_trip_and_unknown_keys():
         TrainConfig.from_dict({"Mm": 4, "bits": 6, "nbits": 6})
 
 
-# ---- load_config --------------------------------------------------------------------------------
+# ---- load_settings --------------------------------------------------------------------------------
 
 
 @pytest.fixture(params=["json", "toml"])
@@ -96,26 +98,26 @@ def config_file(request, tmp_path):
 
 
 def test_load_config_file(config_file):
-    cfg = load_config(config_file)
+    cfg = load_settings(TrainConfig, config_file)
     assert (cfg.method, cfg.M, cfg.nbits, cfg.metric, cfg.niter) == ("opq", 4, 6, "cosine", 7)
     assert cfg.beam_size == TrainConfig().beam_size  # untouched keys keep their defaults
 
 
 def test_precedence(config_file):
     # defaults < file < --set < explicit keyword arguments (None means "not given")
-    cfg = load_config(config_file, ["M=8", "norm=joint", "seed=7"], M=2, niter=None, seed=None)
+    cfg = load_settings(TrainConfig, config_file, ["M=8", "norm=joint", "seed=7"], M=2, niter=None, seed=None)
     assert cfg.M == 2  # explicit beats --set beats file
     assert cfg.seed == 7  # --set beats the default; explicit None does not override
     assert cfg.niter == 7  # file beats the default; explicit None does not override
     assert cfg.norm == "joint" and cfg.nbits == 6 and cfg.method == "opq"
-    assert load_config(config_file, ["M=8"]).M == 8
-    assert load_config(None, ["M=8"]).M == 8 and load_config(None).M == 16
-    assert load_config(config_file, ["metric=l2"], metric="ip").metric == "ip"
+    assert load_settings(TrainConfig, config_file, ["M=8"]).M == 8
+    assert load_settings(TrainConfig, None, ["M=8"]).M == 8 and load_settings(TrainConfig).M == 16
+    assert load_settings(TrainConfig, config_file, ["metric=l2"], metric="ip").metric == "ip"
 
 
 def test_set_value_containing_equals_is_kept_whole():
     with pytest.raises(ConfigError, match=r"method must be one of .* got 'rq=x'"):
-        load_config(None, ["method=rq=x"])
+        load_settings(TrainConfig, None, ["method=rq=x"])
 
 
 @pytest.mark.parametrize(
@@ -129,28 +131,28 @@ def test_set_value_containing_equals_is_kept_whole():
 )
 def test_bad_overrides(item, match):
     with pytest.raises(ConfigError, match=match):
-        load_config(None, [item])
+        load_settings(TrainConfig, None, [item])
 
 
 def test_bad_files(tmp_path):
     with pytest.raises(ConfigError, match=r"config file not found: .*nope\.json"):
-        load_config(str(tmp_path / "nope.json"))
+        load_settings(TrainConfig, str(tmp_path / "nope.json"))
     bad = tmp_path / "bad.json"
     bad.write_text("{M: 4")
     with pytest.raises(ConfigError, match=r"bad\.json: cannot parse config"):
-        load_config(str(bad))
+        load_settings(TrainConfig, str(bad))
     bad_toml = tmp_path / "bad.toml"
     bad_toml.write_text("M = = 4")
     with pytest.raises(ConfigError, match=r"bad\.toml: cannot parse config"):
-        load_config(str(bad_toml))
+        load_settings(TrainConfig, str(bad_toml))
     arr = tmp_path / "list.json"
     arr.write_text("[1, 2]")
     with pytest.raises(ConfigError, match=r"list\.json: config must be an object"):
-        load_config(str(arr))
+        load_settings(TrainConfig, str(arr))
     unknown = tmp_path / "unknown.json"
     unknown.write_text('{"M": 4, "learning_rate": 0.1}')
     with pytest.raises(ConfigError, match=r"unknown config keys \['learning_rate'\]"):
-        load_config(str(unknown))
+        load_settings(TrainConfig, str(unknown))
 
 
 def test_niter_defaults_per_method_and_is_recorded():
@@ -160,4 +162,41 @@ def test_niter_defaults_per_method_and_is_recorded():
     assert TrainConfig(method="rq").niter == 10
     assert TrainConfig(method="rq", niter=30).niter == 30
     assert TrainConfig(method="rq").to_dict()["niter"] == 10
-    assert load_config(None, ["niter=8"], method="rq").niter == 8
+    assert load_settings(TrainConfig, None, ["niter=8"], method="rq").niter == 8
+
+
+# ---- one loader for every config dataclass ------------------------------------------------------
+def test_overrides_are_typed_from_the_dataclass_fields() -> None:
+    from vqrec.trainers.configfile import parse_overrides
+    from vqrec.trainers.rebuild import RebuildConfig
+
+    got = parse_overrides(TrainConfig, ["M=8", "niter=5", "norm=joint"])
+    assert got == {"M": 8, "niter": 5, "norm": "joint"}
+    got = parse_overrides(RebuildConfig, ["max_drop=0.5", "ray=yes", "shards=3", "train=x"])
+    assert got["max_drop"] == 0.5 and got["ray"] is True and got["shards"] == 3
+    with pytest.raises(ConfigError, match=r"--set ray: 'perhaps' is not a valid boolean"):
+        parse_overrides(RebuildConfig, ["ray=perhaps"])
+    with pytest.raises(ConfigError, match=r"--set max_drop: 'lots' is not a valid float"):
+        parse_overrides(RebuildConfig, ["max_drop=lots"])
+
+
+def test_check_types_names_the_place_and_the_expected_type() -> None:
+    from vqrec.trainers.configfile import check_types
+    from vqrec.trainers.rebuild import RebuildConfig
+
+    check_types(RebuildConfig, {"k": 5, "max_drop": 1, "ray": False, "users": None, "train": {}}, where=str)
+    for key, value, expected in (("k", True, "int"), ("k", 2.5, "int"), ("max_drop", "0.1", "float"),
+                                 ("ray", 1, "boolean"), ("root", 3, "str"), ("train", [], "dict")):  # fmt: skip
+        with pytest.raises(ConfigError, match=rf"\[here\] {key} has the wrong type .*expected a {expected}"):
+            check_types(RebuildConfig, {key: value}, where=lambda k: f"[here] {k}")
+
+
+def test_every_config_parser_is_the_one_in_configfile() -> None:
+    """No module parses --set values or reads config files on its own (there were four loaders)."""
+    root = Path(__file__).resolve().parents[2]
+    own = root / "trainers" / "configfile.py"
+    for folder in ("trainers", "vqrec", "index", "service"):
+        for path in (root / folder).rglob("*.py"):
+            text = path.read_text(encoding="utf-8")
+            if path != own:
+                assert "--set expects" not in text and "tomllib.load(" not in text, path

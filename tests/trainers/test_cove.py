@@ -19,10 +19,10 @@ from vqrec.index.eval import exact_hit_rate, read_pairs
 torch = pytest.importorskip("torch", reason="needs torch (the 'train' extra: pip install torch==2.13.0)")
 
 from vqrec.cli import app  # noqa: E402
+from vqrec.trainers.configfile import load_settings  # noqa: E402
 from vqrec.trainers.learned.cove import (  # noqa: E402
     CoveConfig,
     leave_one_out,
-    load_cove_config,
     read_heldout,
     read_interactions,
     train_cove,
@@ -105,23 +105,25 @@ def test_config_sources_and_precedence(tmp_path):
     assert cfg.levels == (100, 10) and cfg.quantize and cfg.kind == "cove"
     (tmp_path / "c.json").write_text(json.dumps({"levels": [64, 8], "alpha": 1, "epochs": 5, "seed": 3}))
     (tmp_path / "c.toml").write_text("levels = [32, 4]\nomega = 0.5\nquantize = false\n")
-    c = load_cove_config(str(tmp_path / "c.json"), ["epochs=7", "levels=50,5", "dead_code_reset=false"], seed=9)
+    c = load_settings(
+        CoveConfig, str(tmp_path / "c.json"), ["epochs=7", "levels=50,5", "dead_code_reset=false"], seed=9
+    )
     assert (c.levels, c.alpha, c.epochs, c.seed, c.dead_code_reset) == ((50, 5), 1.0, 7, 9, False)
     assert isinstance(c.alpha, float)
-    t = load_cove_config(str(tmp_path / "c.toml"))
+    t = load_settings(CoveConfig, str(tmp_path / "c.toml"))
     assert (t.levels, t.omega, t.quantize, t.kind) == ((32, 4), 0.5, False, "bpr")
-    assert load_cove_config(None, ["quantize=0"], quantize=None).quantize is False
+    assert load_settings(CoveConfig, None, ["quantize=0"], quantize=None).quantize is False
     assert CoveConfig.from_dict(c.to_dict()) == c
     with pytest.raises(ConfigError, match=r"unknown key 'alpah'"):
-        load_cove_config(None, ["alpah=1"])
+        load_settings(CoveConfig, None, ["alpah=1"])
     with pytest.raises(ConfigError, match=r"--set epochs: 'ten' is not a valid int"):
-        load_cove_config(None, ["epochs=ten"])
+        load_settings(CoveConfig, None, ["epochs=ten"])
     with pytest.raises(ConfigError, match=r"--set quantize: 'maybe' is not a valid boolean"):
-        load_cove_config(None, ["quantize=maybe"])
+        load_settings(CoveConfig, None, ["quantize=maybe"])
     with pytest.raises(ConfigError, match=r"unknown config keys \['K'\]"):
         CoveConfig.from_dict({"K": 3})
     with pytest.raises(ConfigError, match="config file not found"):
-        load_cove_config(str(tmp_path / "nope.json"))
+        load_settings(CoveConfig, str(tmp_path / "nope.json"))
 
 
 # ---- input ---------------------------------------------------------------------------------------

@@ -23,8 +23,9 @@ import pytest
 from tests.conftest import recsys_arrays
 from vqrec.index.artifact import load_index
 from vqrec.index.embeddings import save_embeddings
+from vqrec.index.errors import RebuildError
 from vqrec.index.store import IndexStore
-from vqrec.trainers.rebuild import EXIT_NOTIFY, RebuildConfig, RebuildError, load_rebuild_config, notify, rebuild_lock
+from vqrec.trainers.rebuild import EXIT_NOTIFY, RebuildConfig, load_rebuild_config, notify, rebuild_lock
 
 NAME = "movies"
 _APP = "from vqrec.cli.rebuild import app; app.callback()(lambda: None); app()"

@@ -16,6 +16,7 @@ torch = pytest.importorskip("torch", reason="needs torch (the 'train' extra: pip
 from vqrec.index.embeddings import save_embeddings  # noqa: E402
 from vqrec.index.errors import ConfigError  # noqa: E402
 from vqrec.index.semantic import Tokenizer  # noqa: E402
+from vqrec.trainers.configfile import load_settings  # noqa: E402
 from vqrec.trainers.learned import rqvae as R  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -156,10 +157,10 @@ def test_config_validation_and_overrides() -> None:
     with pytest.raises(ConfigError, match="ema_decay must be in"):
         R.RQVAEConfig(ema_decay=1.0)
     with pytest.raises(ConfigError, match="unknown key 'nope'"):
-        R.load_rqvae_config(None, ["nope=1"])
+        load_settings(R.RQVAEConfig, None, ["nope=1"])
     with pytest.raises(ConfigError, match="not a valid float"):
-        R.load_rqvae_config(None, ["temperature=warm"])
-    cfg = R.load_rqvae_config(None, ["hidden=64,32", "ema=true", "temperature=0.2"], levels=4)
+        load_settings(R.RQVAEConfig, None, ["temperature=warm"])
+    cfg = load_settings(R.RQVAEConfig, None, ["hidden=64,32", "ema=true", "temperature=0.2"], levels=4)
     assert cfg.hidden == (64, 32) and cfg.ema is True and cfg.temperature == 0.2 and cfg.levels == 4
     with pytest.raises(ConfigError, match="exceeds the number of embeddings"):
         R.train_rqvae(as_small_embeddings(10), small(), show_progress=False)

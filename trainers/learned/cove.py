@@ -37,7 +37,7 @@ import hashlib
 import math
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -48,7 +48,7 @@ from numpy.typing import NDArray
 from vqrec.index.artifact_io import atomic_dir, write_manifest
 from vqrec.index.errors import ConfigError, InputError
 from vqrec.index.progress import progress
-from vqrec.trainers.config import config_from_dict, parse_bool, parse_override, read_config_file
+from vqrec.trainers.configfile import config_from_dict
 
 from ._torch import require_torch
 
@@ -142,32 +142,6 @@ def _as_levels(v: Any) -> tuple[int, ...]:
             f"levels go from fine to coarse (each level at most as many codes as the one before); got {list(v)}."
         )
     return tuple(v)
-
-
-def _boolean(raw: str) -> bool:
-    return parse_bool(raw)
-
-
-def _levels_arg(raw: str) -> str:
-    return raw  # parsed (and checked) by CoveConfig
-
-
-_boolean.__name__ = "boolean (true/false)"
-_levels_arg.__name__ = "levels"
-_SET_TYPES: dict[str, Callable[[str], Any]] = {
-    f.name: {"bool": _boolean, "int": int, "float": float}.get(str(f.type), _levels_arg)
-    for f in dataclasses.fields(CoveConfig)
-}
-
-
-def load_cove_config(path: str | None, overrides: list[str] | None = None, **explicit: Any) -> CoveConfig:
-    """defaults < file (JSON or TOML) < ``--set key=value`` < explicit keyword arguments (non-None)."""
-    data = read_config_file(path)
-    for item in overrides or []:
-        k, v = parse_override(item, _SET_TYPES)  # type: ignore[arg-type]
-        data[k] = v
-    data.update({k: v for k, v in explicit.items() if v is not None})
-    return CoveConfig.from_dict(data)
 
 
 # ---- data ----------------------------------------------------------------------------------------

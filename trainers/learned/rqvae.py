@@ -41,7 +41,7 @@ from vqrec.index.embeddings import Embeddings
 from vqrec.index.errors import ConfigError
 from vqrec.index.progress import progress
 from vqrec.index.semantic import INPUT_NORMS, Tokenizer, assign_suffixes, semantic_report
-from vqrec.trainers.config import config_from_dict, parse_bool, read_config_file
+from vqrec.trainers.configfile import config_from_dict
 
 from ._torch import require_torch
 
@@ -117,40 +117,6 @@ class RQVAEConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RQVAEConfig:
         return config_from_dict(cls, data)
-
-
-def _parse_value(key: str, raw: str, default: Any) -> Any:
-    try:
-        if isinstance(default, bool):
-            return parse_bool(raw)
-        if isinstance(default, int):
-            return int(raw)
-        if isinstance(default, float):
-            return float(raw)
-        if isinstance(default, tuple):
-            return tuple(int(p) for p in raw.replace(",", " ").split())
-    except ValueError:
-        kind = "true/false" if isinstance(default, bool) else type(default).__name__
-        raise ConfigError(f"--set {key}: {raw!r} is not a valid {kind}.") from None
-    return raw
-
-
-def load_rqvae_config(
-    path: str | None, overrides: list[str] | None = None, *, base: dict[str, Any] | None = None, **explicit: Any
-) -> RQVAEConfig:
-    """defaults (or ``base``: a resumed checkpoint's config) < file (JSON or TOML) < --set key=value <
-    explicit keyword arguments (non-None)."""
-    data: dict[str, Any] = {**(base or {}), **read_config_file(path)}
-    defaults = RQVAEConfig()
-    for item in overrides or []:
-        if "=" not in item:
-            raise ConfigError(f"--set expects key=value, got {item!r}.")
-        key, raw = (s.strip() for s in item.split("=", 1))
-        if not hasattr(defaults, key):
-            raise ConfigError(f"--set: unknown key {key!r}; known keys: {sorted(defaults.to_dict())}.")
-        data[key] = _parse_value(key, raw, getattr(defaults, key))
-    data.update({k: v for k, v in explicit.items() if v is not None})
-    return RQVAEConfig.from_dict(data)
 
 
 # ---- model -------------------------------------------------------------------------------------

@@ -79,12 +79,20 @@ def _faiss_trainer(method: Method):  # type: ignore[no-untyped-def]
     ) -> None:
         from vqrec.index.embeddings import load_embeddings
         from vqrec.index.errors import VqrecError
-        from vqrec.trainers.config import load_config
+        from vqrec.trainers.config import TrainConfig
+        from vqrec.trainers.configfile import load_settings
         from vqrec.trainers.quantizers import train as run_train
 
         try:
-            cfg = load_config(
-                config, set_, method=method.value, M=M, nbits=nbits, metric=metric.value if metric else None, seed=seed
+            cfg = load_settings(
+                TrainConfig,
+                config,
+                set_,
+                method=method.value,
+                M=M,
+                nbits=nbits,
+                metric=metric.value if metric else None,
+                seed=seed,
             )
             refuse_existing(out, force)
             emb = load_embeddings(embeddings, ids)

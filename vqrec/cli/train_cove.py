@@ -62,9 +62,10 @@ def command(kind: str):  # type: ignore[no-untyped-def]
             explicit = {"seed": seed}
             if kind == "bpr":
                 explicit["quantize"] = False
-            from vqrec.trainers.learned.cove import load_cove_config, read_heldout, read_interactions, train_cove
+            from vqrec.trainers.configfile import load_settings
+            from vqrec.trainers.learned.cove import CoveConfig, read_heldout, read_interactions, train_cove
 
-            cfg = load_cove_config(config, set_, **explicit)
+            cfg = load_settings(CoveConfig, config, set_, **explicit)
             refuse_existing(out, force)
             data = read_interactions(interactions)
             heldout = read_heldout(test) if test else None

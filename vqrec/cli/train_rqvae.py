@@ -61,14 +61,16 @@ def rqvae(
     from vqrec.index.errors import VqrecError
 
     try:
-        from vqrec.trainers.learned.rqvae import load_rqvae_config, read_checkpoint, train_rqvae
+        from vqrec.trainers.configfile import load_settings
+        from vqrec.trainers.learned.rqvae import RQVAEConfig, read_checkpoint, train_rqvae
 
         refuse_existing(out, force)
         base = None
         if resume:
             ck = read_checkpoint(resume)
             base = {**ck["config"], "hidden": tuple(ck["config"]["hidden"])}
-        cfg = load_rqvae_config(
+        cfg = load_settings(
+            RQVAEConfig,
             config,
             set_,
             base=base,
