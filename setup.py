@@ -22,10 +22,14 @@ PACKAGES = {
     "vqrec.cli": "vqrec/cli",
     "vqrec.embed": "vqrec/embed",
     "vqrec.index": "index",
+    "vqrec.index.semantic": "index/semantic",
     "vqrec.service": "service",
     "vqrec.service.routes": "service/routes",
     "vqrec.trainers": "trainers",
     "vqrec.trainers.learned": "trainers/learned",
+    "vqrec.trainers.learned.cove": "trainers/learned/cove",
+    "vqrec.trainers.learned.rqvae": "trainers/learned/rqvae",
+    "vqrec.trainers.rebuild": "trainers/rebuild",
 }
 HERE = os.path.dirname(os.path.abspath(__file__))
 present = [name for name, folder in PACKAGES.items() if os.path.isfile(os.path.join(HERE, folder, "__init__.py"))]
