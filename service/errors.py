@@ -7,7 +7,7 @@
     404     unknown_user/_item   index.errors.UnknownIdError subclasses (code from the exception); also
                                  several ids at once (semantic-ids/lookup, details.unknown lists them)
     404     unknown_semantic_id  semantic-ids/lookup: a well-formed semantic id no item/user has
-                                 (index.semantic.UnknownSemanticIdError maps here too)
+                                 (index.errors.UnknownSemanticIdError maps here too)
     404     no_semantic_ids      semantic-id routes on an index built without them, or whose users
                                  were not tokenized (the message says how to build them)
     404     not_found            no such route

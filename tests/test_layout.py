@@ -142,7 +142,7 @@ def cycles(sources: dict[str, str]) -> list[list[str]]:
 # ---- the contract ------------------------------------------------------------------------------
 def test_the_import_contract_holds() -> None:
     sources = project_sources()
-    assert {"vqrec.index.store", "vqrec.service.main", "vqrec.trainers.quantizers", "vqrec.cli.app"} <= set(sources)
+    assert {"vqrec.index.store", "vqrec.service.main", "vqrec.trainers.quantizers", "vqrec.cli.root"} <= set(sources)
     assert violations(sources) == []
 
 
@@ -249,7 +249,7 @@ def test_wheel_and_fresh_venv_have_one_import_name(tmp_path: Path) -> None:
     with zipfile.ZipFile(wheel) as z:
         files = z.namelist()
     assert any(f.startswith("vqrec/index/_adc") and f.endswith(".so") for f in files), "kernel not in the package"
-    for sub in ("vqrec/cli/app.py", "vqrec/index/store.py", "vqrec/service/main.py", "vqrec/trainers/rebuild.py"):
+    for sub in ("vqrec/cli/root.py", "vqrec/index/store.py", "vqrec/service/main.py", "vqrec/trainers/quantizers.py"):
         assert sub in files
 
     venv = tmp_path / "venv"

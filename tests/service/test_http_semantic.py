@@ -30,7 +30,8 @@ from test_http_errors import Case, send  # the error-case table's shape and send
 
 from vqrec.index import Embeddings, build_index, save_index
 from vqrec.index.build import attach_semantic_ids
-from vqrec.index.semantic import Tokenizer, _mlp, residual_quantize
+from vqrec.index.semantic import Tokenizer, residual_quantize
+from vqrec.index.semantic.tokenizer import _mlp
 from vqrec.service.settings import Settings
 
 V1_FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "index_v1"

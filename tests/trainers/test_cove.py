@@ -1,25 +1,23 @@
-"""COVE (BPR-MF + cascaded VQ) and the plain BPR-MF baseline: config, input checks, determinism, the code
-tree, the artifact (loads as vqrec embeddings), leave-one-out metrics, the CLI, and ml-100k when present."""
+"""COVE (BPR-MF + cascaded VQ) and the plain BPR-MF baseline: training input checks, determinism, the code
+tree, the artifact (loads as vqrec embeddings), leave-one-out metrics, and ml-100k when present.
+Config: test_cove_config.py; reading the log: test_cove_data.py; the CLI: test_cove_cli.py."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from pathlib import Path
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
-from vqrec.index import ConfigError, InputError, load_embeddings
+from vqrec.index import ConfigError, load_embeddings
 from vqrec.index.embeddings import Embeddings
 from vqrec.index.eval import exact_hit_rate, read_pairs
 
 torch = pytest.importorskip("torch", reason="needs torch (the 'train' extra: pip install torch==2.13.0)")
 
-from vqrec.cli import app  # noqa: E402
-from vqrec.trainers.configfile import load_settings  # noqa: E402
+from tests.trainers.cove_helpers import FAST, make_log  # noqa: E402
 from vqrec.trainers.learned.cove import (  # noqa: E402
     CoveConfig,
     leave_one_out,
@@ -30,28 +28,6 @@ from vqrec.trainers.learned.cove import (  # noqa: E402
 )
 
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "ml-100k-als64"
-runner = CliRunner()
-
-# small and fast: 160 users, 240 items, 8 taste groups
-FAST = {"dim": 16, "levels": (24, 6), "epochs": 12, "batch_size": 256, "lr": 0.02, "seed": 7}
-
-
-def make_log(tmp: Path, *, n_users: int = 160, n_items: int = 240, groups: int = 8, per_user: int = 14, seed: int = 0):
-    """A log where each user picks items of their own taste group (popularity-skewed) plus 2 random others; one
-    own-group pick per user is held out (never in that user's training lines). Returns (train.tsv, test.tsv)."""
-    rng = np.random.default_rng(seed)
-    item_group = np.arange(n_items) % groups
-    pop = rng.lognormal(0, 1.0, n_items)
-    train, test = [], []
-    for u in range(n_users):
-        own = np.flatnonzero(item_group == u % groups)
-        picks = rng.choice(own, per_user - 1, replace=False, p=pop[own] / pop[own].sum())
-        noise = rng.choice(np.flatnonzero(item_group != u % groups), 2, replace=False)
-        test.append(f"u{u}\ti{picks[0]}\n")
-        train += [f"u{u}\ti{i}\n" for i in rng.permutation([*picks[1:], *noise])]
-    (tmp / "train.tsv").write_text("".join(train))
-    (tmp / "test.tsv").write_text("".join(test))
-    return tmp / "train.tsv", tmp / "test.tsv"
 
 
 @pytest.fixture(scope="module")
@@ -67,86 +43,6 @@ def trained(log):
     cove = train_cove(data, CoveConfig(**FAST), heldout=held, show_progress=False)
     bpr = train_cove(data, CoveConfig(**FAST, quantize=False), heldout=held, show_progress=False)
     return data, held, cove, bpr
-
-
-def digest(path: Path) -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(path.rglob("*")) if p.is_file()}
-
-
-# ---- config --------------------------------------------------------------------------------------
-@pytest.mark.parametrize(
-    ("kw", "match"),
-    [
-        ({"dim": 0}, "dim must be a positive integer, got 0"),
-        ({"epochs": 2.5}, "epochs must be a positive integer"),
-        ({"batch_size": True}, "batch_size must be a positive integer"),
-        ({"negatives": 0}, "negatives must be a positive integer"),
-        ({"levels": ()}, "levels must be a non-empty list"),
-        ({"levels": (10, 100)}, "levels go from fine to coarse"),
-        ({"levels": (100, 1)}, "every level needs at least 2 codes"),
-        ({"levels": "100,x"}, "levels must be codebook sizes like 100,10"),
-        ({"levels": (100.0,)}, "levels must be a non-empty list of integers"),
-        ({"alpha": -1}, "alpha must be >= 0"),
-        ({"omega": float("nan")}, "omega must be a finite number"),
-        ({"lr": 0}, "lr must be > 0"),
-        ({"reg": "0.1"}, "reg must be a finite number"),
-        ({"init_std": 0}, "init_std must be a finite number > 0"),
-        ({"quantize": "yes"}, "quantize must be true or false"),
-        ({"seed": -1}, "seed must be a non-negative integer"),
-    ],
-)
-def test_config_validation(kw, match):
-    with pytest.raises(ConfigError, match=match):
-        CoveConfig(**kw)
-
-
-def test_config_sources_and_precedence(tmp_path):
-    cfg = CoveConfig()
-    assert cfg.levels == (100, 10) and cfg.quantize and cfg.kind == "cove"
-    (tmp_path / "c.json").write_text(json.dumps({"levels": [64, 8], "alpha": 1, "epochs": 5, "seed": 3}))
-    (tmp_path / "c.toml").write_text("levels = [32, 4]\nomega = 0.5\nquantize = false\n")
-    c = load_settings(
-        CoveConfig, str(tmp_path / "c.json"), ["epochs=7", "levels=50,5", "dead_code_reset=false"], seed=9
-    )
-    assert (c.levels, c.alpha, c.epochs, c.seed, c.dead_code_reset) == ((50, 5), 1.0, 7, 9, False)
-    assert isinstance(c.alpha, float)
-    t = load_settings(CoveConfig, str(tmp_path / "c.toml"))
-    assert (t.levels, t.omega, t.quantize, t.kind) == ((32, 4), 0.5, False, "bpr")
-    assert load_settings(CoveConfig, None, ["quantize=0"], quantize=None).quantize is False
-    assert CoveConfig.from_dict(c.to_dict()) == c
-    with pytest.raises(ConfigError, match=r"unknown key 'alpah'"):
-        load_settings(CoveConfig, None, ["alpah=1"])
-    with pytest.raises(ConfigError, match=r"--set epochs: 'ten' is not a valid int"):
-        load_settings(CoveConfig, None, ["epochs=ten"])
-    with pytest.raises(ConfigError, match=r"--set quantize: 'maybe' is not a valid boolean"):
-        load_settings(CoveConfig, None, ["quantize=maybe"])
-    with pytest.raises(ConfigError, match=r"unknown config keys \['K'\]"):
-        CoveConfig.from_dict({"K": 3})
-    with pytest.raises(ConfigError, match="config file not found"):
-        load_settings(CoveConfig, str(tmp_path / "nope.json"))
-
-
-# ---- input ---------------------------------------------------------------------------------------
-def test_reading_the_log(tmp_path):
-    p = tmp_path / "log.tsv"
-    p.write_text("u1\ti1\t5\t881250949\nu1\ti2\n\nu2\ti1\nu1\ti1\r\n")
-    data = read_interactions(str(p))
-    assert (data.user_ids, data.item_ids, data.n, data.duplicates) == (["u1", "u2"], ["i1", "i2"], 3, 1)
-    assert data.seen() == {"u1": ["i1", "i2"], "u2": ["i1"]}
-    p.write_text("u1\ti1\nu2 i2\n")
-    with pytest.raises(InputError, match=r"log.tsv: line 2 is not `user TAB item`: 'u2 i2'"):
-        read_interactions(str(p))
-    p.write_text("u1\t\n")
-    with pytest.raises(InputError, match="line 1 is not"):
-        read_interactions(str(p))
-    p.write_text("\n\n")
-    with pytest.raises(InputError, match="no interactions"):
-        read_interactions(str(p))
-    p.write_bytes(b"u1\t\xff\n")
-    with pytest.raises(InputError, match="not UTF-8"):
-        read_interactions(str(p))
-    with pytest.raises(InputError, match="interactions file not found"):
-        read_interactions(str(tmp_path / "missing.tsv"))
 
 
 def test_too_many_codes_for_the_entities_is_an_error(log):
@@ -250,82 +146,6 @@ def test_artifact_loads_as_embeddings(trained, tmp_path):
     assert sorted(p.name for p in (tmp_path / "bpr").iterdir()) == [
         "item_ids.txt", "items.npy", "manifest.json", "user_ids.txt", "users.npy"
     ]  # fmt: skip
-
-
-# ---- CLI -----------------------------------------------------------------------------------------
-def invoke(*args) -> tuple[int, str]:
-    r = runner.invoke(app, [str(a) for a in args])
-    return r.exit_code, r.output
-
-
-def fast_sets() -> list[str]:
-    out = []
-    for k, v in FAST.items():
-        if k != "seed":
-            out += ["--set", f"{k}={','.join(map(str, v)) if isinstance(v, tuple) else v}"]
-    return out
-
-
-def test_cli_cove_and_bpr(log, tmp_path, monkeypatch):
-    monkeypatch.setenv("VQREC_PROGRESS", "0")
-    train, test = log
-    code, out = invoke("train", "cove", "-i", train, "--test", test, "-o", tmp_path / "c", *fast_sets(), "--seed", 7)
-    assert code == 0, out
-    assert "cove embeddings written to" in out and "HR@10 / NDCG@10" in out and "a tree" in out
-    m = json.loads((tmp_path / "c" / "manifest.json").read_text())
-    assert m["config"]["seed"] == 7 and m["report"]["eval"]["hr@10"] > 0.2
-    code, out = invoke("train", "bpr", "-i", train, "-o", tmp_path / "b", *fast_sets(), "--set", "quantize=true")
-    assert code == 0, out
-    m = json.loads((tmp_path / "b" / "manifest.json").read_text())
-    assert m["kind"] == "bpr" and m["config"]["quantize"] is False and "eval" not in m["report"]
-    # --force replaces; without it an existing artifact is left alone
-    before = digest(tmp_path / "b")
-    code, out = invoke("train", "bpr", "-i", train, "-o", tmp_path / "b", *fast_sets())
-    assert code == 1 and "already exists" in out and digest(tmp_path / "b") == before
-
-
-def test_cli_shows_a_progress_bar_per_epoch(log, tmp_path, monkeypatch):
-    monkeypatch.setenv("VQREC_PROGRESS", "1")
-    code, out = invoke("train", "bpr", "-i", log[0], "-o", tmp_path / "b", *fast_sets())
-    assert code == 0, out
-    assert "train bpr: 100%" in out and f"{FAST['epochs']}/{FAST['epochs']}" in out and "epoch" in out
-    monkeypatch.setenv("VQREC_PROGRESS", "0")
-    code, out = invoke("train", "bpr", "-i", log[0], "-o", tmp_path / "b", *fast_sets(), "--force")
-    assert code == 0 and "train bpr:" not in out
-
-
-@pytest.mark.parametrize(
-    ("setup", "args", "message"),
-    [
-        (None, ["-i", "{d}/missing.tsv"], "interactions file not found"),
-        ("u1\ti1\nbad line\n", ["-i", "{d}/log.tsv"], "line 2 is not `user TAB item`"),
-        ("\n", ["-i", "{d}/log.tsv"], "no interactions"),
-        ("u1\ti1\n", ["-i", "{d}/log.tsv", "--set", "alpah=1"], "unknown key 'alpah'"),
-        ("u1\ti1\n", ["-i", "{d}/log.tsv", "--set", "levels=10,100"], "levels go from fine to coarse"),
-        ("u1\ti1\n", ["-i", "{d}/log.tsv", "--config", "{d}/none.toml"], "config file not found"),
-        ("u1\ti1\n", ["-i", "{d}/log.tsv", "--test", "{d}/none.tsv"], "interactions file not found"),
-        ("u1\ti1\nu2\ti2\n", ["-i", "{d}/log.tsv"], "levels[0]=100 codes but the log has only 2 users"),
-        (
-            "u1\ti1\n",
-            ["-i", "{d}/log.tsv", "--test", "{d}/log.tsv", "--set", "quantize=false", "--set", "init_std=1e30"],
-            "training diverged in epoch 1",
-        ),
-        (
-            "u1\ti1\n",
-            ["-i", "{d}/log.tsv", "--test", "{d}/other.tsv", "--set", "quantize=0"],
-            "none of the 1 held-out users appears",
-        ),
-    ],
-)
-def test_cli_errors_write_nothing(tmp_path, setup, args, message):
-    if setup is not None:
-        (tmp_path / "log.tsv").write_text(setup)
-        (tmp_path / "other.tsv").write_text("u9\ti1\n")
-    code, out = invoke("train", "cove", *[a.format(d=tmp_path) for a in args], "-o", tmp_path / "out", "-q")
-    assert code == 1, out
-    assert out.startswith("error: ") and message in out, out
-    assert not (tmp_path / "out").exists()
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
 
 
 # ---- real data -----------------------------------------------------------------------------------

@@ -1,7 +1,9 @@
-"""`vqrec rebuild` (trainers/rebuild.py) end to end, as a subprocess: publish, gate, kill -9 at each step, drift.
+"""`vqrec rebuild` (trainers/rebuild/) end to end, as a subprocess: publish, gate, kill -9 at each step, drift;
+the notify retries and the rebuild lock. Config and input errors: test_rebuild_config.py.
 
 The command is run from its own typer app (vqrec/cli/rebuild.py) under sys.executable, so a
 crash (the VQREC_REBUILD_CRASH_AFTER test hook: os._exit(137), as kill -9) ends a real process.
+Helpers: rebuild_helpers.py; fixtures (data, store_root): conftest.py.
 """
 
 from __future__ import annotations
@@ -10,102 +12,17 @@ import http.server
 import json
 import os
 import pathlib
-import shutil
-import subprocess
-import sys
 import threading
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import pytest
 
-from tests.conftest import recsys_arrays
+from tests.trainers.rebuild_helpers import NAME, config, rebuild, served
 from vqrec.index.artifact import load_index
-from vqrec.index.embeddings import save_embeddings
 from vqrec.index.errors import RebuildError
 from vqrec.index.store import IndexStore
-from vqrec.trainers.rebuild import EXIT_NOTIFY, RebuildConfig, load_rebuild_config, notify, rebuild_lock
-
-NAME = "movies"
-_APP = "from vqrec.cli.rebuild import app; app.callback()(lambda: None); app()"
-_REPO = str(pathlib.Path(__file__).resolve().parents[2])
-
-
-def rebuild(config: pathlib.Path, *, crash: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": "1", "PYTHONPATH": _REPO}
-    env.pop("VQREC_REBUILD_CRASH_AFTER", None)
-    if crash:
-        env["VQREC_REBUILD_CRASH_AFTER"] = crash
-    return subprocess.run(
-        [sys.executable, "-c", _APP, "rebuild", "--config", str(config), "--quiet"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        cwd=_REPO,
-    )
-
-
-TRAIN = "[train]\nmethod = 'pq'\nM = 8\nnbits = 5\nniter = 8\neval_queries = 50\n"
-
-
-def write_config(
-    path: pathlib.Path, root: pathlib.Path, items: str, users: str, *, train: str = TRAIN, extra: str = "", **gate: Any
-) -> pathlib.Path:
-    g = {"recall_floor": 0.3, "max_drop": 0.5, "k": 10, "queries": 100, **gate}
-    path.write_text(
-        f'[index]\nroot = "{root}"\nname = "{NAME}"\n'
-        f'[data]\nitems = "{items}"\nusers = "{users}"\n' + train + "[drift]\nmax_relative_mse_increase = 0.1\n"
-        "[gate]\n" + "".join(f"{k} = {v}\n" for k, v in g.items()) + "[store]\nkeep = 5\n" + extra
-    )
-    return path
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    d = tmp_path_factory.mktemp("rebuild_data")
-    xb, xq, _ = recsys_arrays(n=1500, d=32, nq=100)
-    rng = np.random.default_rng(7)
-    ids = [f"i{i}" for i in range(len(xb))]
-    uids = [f"u{i}" for i in range(len(xq))]
-    save_embeddings(str(d / "items_v1.npz"), ids, xb)
-    save_embeddings(str(d / "users.npz"), uids, xq)
-    # small drift: the same catalogue, slightly moved
-    save_embeddings(str(d / "items_v2.npz"), ids, xb + 0.01 * rng.standard_normal(xb.shape).astype(np.float32))
-    # large drift: a different catalogue, stretched along a few dimensions
-    xb3, _, _ = recsys_arrays(n=1500, d=32, nq=1, seed=99)
-    xb3[:, :8] *= 6.0
-    save_embeddings(str(d / "items_v3.npz"), ids, xb3)
-    # a store holding an active v1, built by the rebuild job itself
-    root = d / "store_v1"
-    cfg = write_config(d / "v1.toml", root, str(d / "items_v1.npz"), str(d / "users.npz"))
-    r = rebuild(cfg)
-    assert r.returncode == 0, r.stderr
-    return {"dir": d, "root_v1": root, "xq": xq}
-
-
-@pytest.fixture
-def store_root(data: dict[str, Any], tmp_path: pathlib.Path) -> pathlib.Path:
-    root = tmp_path / "store"
-    shutil.copytree(data["root_v1"], root)
-    return root
-
-
-def config(data: dict[str, Any], root: pathlib.Path, tmp_path: pathlib.Path, items: str = "items_v2.npz", **kw: Any):
-    d = data["dir"]
-    return write_config(tmp_path / "rebuild.toml", root, str(d / items), str(d / "users.npz"), **kw)
-
-
-def served(root: pathlib.Path, xq: np.ndarray) -> tuple[bytes, str, list[list[str]]]:
-    """What the service would answer: the alias bytes, the active index_version, top-10 ids for a few queries."""
-    store = IndexStore(str(root))
-    index = load_index(store.path(NAME), mmap=False, verify=True)
-    return (
-        pathlib.Path(store.alias_path(NAME)).read_bytes(),
-        index.version,
-        [list(r.ids) for r in index.search(xq[:5], 10)],
-    )
+from vqrec.trainers.rebuild import EXIT_NOTIFY, RebuildConfig, notify, rebuild_lock
 
 
 def test_rebuild_publishes_and_activates(data: dict[str, Any], store_root: pathlib.Path, tmp_path: pathlib.Path):
@@ -234,43 +151,6 @@ def test_a_second_rebuild_of_the_same_name_exits_7(
     assert not (store_root / NAME / ".rebuild").exists()
     r = rebuild(config(data, store_root, tmp_path))  # released: the next run goes through
     assert r.returncode == 0, r.stderr
-
-
-def test_config_and_input_errors(data: dict[str, Any], store_root: pathlib.Path, tmp_path: pathlib.Path):
-    bad = tmp_path / "bad.toml"
-    bad.write_text("[index]\nroot = 'x'\n")
-    r = rebuild(bad)
-    assert r.returncode == 2 and "name is required" in r.stderr
-    r = rebuild(config(data, store_root, tmp_path, items="missing.npz"))
-    assert r.returncode == 3 and "missing.npz" in r.stderr
-    for extra, msg in (
-        ('[distributed]\nray = "yes"\n', "[distributed] ray has the wrong type"),
-        ("[distributed]\nshards = 0\n", "[distributed] shards must be >= 1"),
-        ("[distributed]\nworkers = 2\n", "unknown keys ['workers'] in [distributed]"),
-    ):
-        r = rebuild(config(data, store_root, tmp_path, extra=extra))
-        assert r.returncode == 2 and msg in r.stderr, (extra, r.returncode, r.stderr)
-    # the name is a plain store name: nothing is created outside the root
-    evil = tmp_path / "evil.toml"
-    evil.write_text(config(data, store_root, tmp_path).read_text().replace(f'name = "{NAME}"', 'name = "../evil"'))
-    r = rebuild(evil)
-    assert r.returncode == 2 and "[index] name: invalid index name '../evil'" in r.stderr, r.stderr
-    assert not (store_root.parent / "evil").exists()
-
-
-def test_ray_switch_in_the_config(tmp_path: pathlib.Path) -> None:
-    base = '[index]\nroot = "r"\nname = "n"\n[data]\nitems = "i.npz"\n'
-    cases = {
-        "": (False, None),
-        '[distributed]\naddress = "ray://h:10001"\n': (True, "ray://h:10001"),  # an address means Ray
-        '[distributed]\nray = false\naddress = "ray://h:10001"\n': (False, "ray://h:10001"),  # explicit false wins
-        "[distributed]\nray = true\nshards = 8\n": (True, None),
-    }
-    for extra, (ray, address) in cases.items():
-        p = tmp_path / "c.toml"
-        p.write_text(base + extra)
-        cfg = load_rebuild_config(str(p))
-        assert (cfg.ray, cfg.ray_address) == (ray, address), extra
 
 
 class _Reload(http.server.BaseHTTPRequestHandler):

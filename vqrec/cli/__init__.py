@@ -1,6 +1,6 @@
-"""The ``vqrec`` command line: one module per command group (see ``app.py``), above trainers, index and
+"""The ``vqrec`` command line: one module per command group (see ``root.py``), above trainers, index and
 service, importing each step inside the command that runs it."""
 
-from .app import app, main
+from .root import app, main
 
 __all__ = ["app", "main"]

@@ -48,6 +48,10 @@ class ItemVectors(StrEnum):
 
 # ---- options shared by several commands -----------------------------------------------------------
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+OutDir = Annotated[
+    str,
+    typer.Option("--out", "-o", help="Artifact directory to publish (atomically; must not exist unless --force)."),
+]
 Force = Annotated[bool, typer.Option(help="Replace an existing artifact at --out.")]
 Seed = Annotated[int | None, typer.Option(help="Random seed. Default 1234.")]
 ConfigFile = Annotated[str | None, typer.Option("--config", "-c", help="JSON or TOML file with the settings.")]

@@ -29,7 +29,8 @@ rebuild of this index is running.
 @app.command("rebuild", help=_HELP)
 def rebuild(
     config: Annotated[
-        str, typer.Option("--config", "-c", help="rebuild.toml (keys: docs/operations.md, vqrec/trainers/rebuild).")
+        str,
+        typer.Option("--config", "-c", help="rebuild.toml (keys: docs/operations.md, trainers/rebuild/config.py)."),
     ],
     no_notify: Annotated[bool, typer.Option("--no-notify", help="Do not call [notify] url.")] = False,
     quiet: Quiet = False,

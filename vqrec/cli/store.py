@@ -1,4 +1,4 @@
-"""`vqrec` commands for the versioned index store (index/store.py).
+"""``vqrec`` commands for the versioned index store (index/store.py).
 
     vqrec versions NAME      list a name's versions, newest first, with their evaluation
     vqrec publish            copy an index artifact (from `vqrec build`) in as a new version
@@ -11,37 +11,53 @@ Errors print one line ``error: ...`` to stderr and exit 1, with nothing changed.
 
 from __future__ import annotations
 
+import contextlib
 import json
-from typing import Annotated
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from .common import IndexRoot, fail, new_app
 
+if TYPE_CHECKING:
+    from vqrec.index.store import IndexStore
+
 app = new_app()
+Name = Annotated[str, typer.Argument(help="Index name.")]
 
 
 def _fmt(v: object) -> str:
     return "-" if v is None else str(v)
 
 
+@contextlib.contextmanager
+def _store(index_root: str) -> Iterator[IndexStore]:
+    """The store at ``index_root``; a VqrecError inside is the command's one-line error (exit 1)."""
+    from vqrec.index.errors import VqrecError
+    from vqrec.index.store import IndexStore
+
+    try:
+        yield IndexStore(index_root)
+    except VqrecError as e:
+        raise fail(e) from None
+
+
+def _echo_alias(name: str, alias: dict[str, object]) -> None:
+    typer.echo(f"active version of {name}: {alias['version']} (previous: {_fmt(alias.get('previous'))})")
+
+
 @app.command()
 def versions(
-    name: Annotated[str, typer.Argument(help="Index name.")],
+    name: Name,
     index_root: IndexRoot,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """List the stored versions of an index, newest first: created, active (*) / previous (-) marker,
     items, method and recall@10 (user->item, item->item) from the manifest's evaluation."""
-    from vqrec.index.errors import VqrecError
-    from vqrec.index.store import IndexStore
-
-    try:
-        store = IndexStore(index_root)
+    with _store(index_root) as store:
         infos = store.versions(name)
         active = store.active(name)
-    except VqrecError as e:
-        raise fail(e) from None
     if as_json:
         typer.echo(json.dumps({"name": name, "active": active, "versions": [i.to_dict() for i in infos]}, indent=2))
         return
@@ -86,13 +102,11 @@ def publish(
 ) -> None:
     """Copy an index artifact into the store as a new version (named by its index_version), verifying
     the copy (checksums, shapes) before it appears. The alias changes only with --activate."""
-    from vqrec.index.errors import ConfigError, VqrecError
-    from vqrec.index.store import IndexStore
+    from vqrec.index.errors import ConfigError
 
-    try:
+    with _store(index_root) as store:
         if keep is not None and keep < 1:
             raise ConfigError(f"--keep must be >= 1, got {keep}.")
-        store = IndexStore(index_root)
         version = store.publish_dir(index, name)
         if activate:
             try:
@@ -101,8 +115,6 @@ def publish(
                 store.discard(name, version)
                 raise
         pruned = store.prune(name, keep) if keep is not None else []
-    except VqrecError as e:
-        raise fail(e) from None
     typer.echo(f"published {name} version {version} at {store.version_dir(name, version)}")
     if activate:
         typer.echo(f"active version of {name}: {version}")
@@ -112,51 +124,34 @@ def publish(
 
 @app.command("activate")
 def activate_(
-    name: Annotated[str, typer.Argument(help="Index name.")],
+    name: Name,
     version: Annotated[str, typer.Argument(help="Version id (see `vqrec versions NAME`).")],
     index_root: IndexRoot,
 ) -> None:
     """Point an index's alias at a stored version (atomically), after checking it loads and verifies."""
-    from vqrec.index.errors import VqrecError
-    from vqrec.index.store import IndexStore
-
-    try:
-        alias = IndexStore(index_root).activate(name, version)
-    except VqrecError as e:
-        raise fail(e) from None
-    typer.echo(f"active version of {name}: {alias['version']} (previous: {_fmt(alias.get('previous'))})")
+    with _store(index_root) as store:
+        _echo_alias(name, store.activate(name, version))
 
 
 @app.command()
 def rollback(
-    name: Annotated[str, typer.Argument(help="Index name.")],
+    name: Name,
     index_root: IndexRoot,
 ) -> None:
     """Flip an index's alias back to its previous version (atomically)."""
-    from vqrec.index.errors import VqrecError
-    from vqrec.index.store import IndexStore
-
-    try:
-        alias = IndexStore(index_root).rollback(name)
-    except VqrecError as e:
-        raise fail(e) from None
-    typer.echo(f"active version of {name}: {alias['version']} (previous: {_fmt(alias.get('previous'))})")
+    with _store(index_root) as store:
+        _echo_alias(name, store.rollback(name))
 
 
 @app.command()
 def prune(
-    name: Annotated[str, typer.Argument(help="Index name.")],
+    name: Name,
     index_root: IndexRoot,
     keep: Annotated[int, typer.Option("--keep", help="Versions to keep (the active and previous are always kept).")],
 ) -> None:
     """Delete an index's oldest versions beyond --keep; never the active or previous version."""
-    from vqrec.index.errors import VqrecError
-    from vqrec.index.store import IndexStore
-
-    try:
-        pruned = IndexStore(index_root).prune(name, keep)
-    except VqrecError as e:
-        raise fail(e) from None
+    with _store(index_root) as store:
+        pruned = store.prune(name, keep)
     for v in pruned:
         typer.echo(f"pruned {name} version {v}")
     typer.echo(f"{len(pruned)} version(s) deleted")

@@ -17,6 +17,7 @@ from .common import (
     Force,
     Method,
     Metric,
+    OutDir,
     Quiet,
     Seed,
     SetOverrides,
@@ -45,12 +46,7 @@ def _faiss_trainer(method: Method):  # type: ignore[no-untyped-def]
         embeddings: Annotated[
             str, typer.Option("--embeddings", "-e", help="Item embeddings: .npy (+ ids file) or .npz (ids, vectors).")
         ],
-        out: Annotated[
-            str,
-            typer.Option(
-                "--out", "-o", help="Directory to write the codebook artifact to (must not exist unless --force)."
-            ),
-        ],
+        out: OutDir,
         ids: Annotated[
             str | None,
             typer.Option(
@@ -118,7 +114,7 @@ def _faiss_trainer(method: Method):  # type: ignore[no-untyped-def]
     command.__doc__ = (
         f"{_FAISS_HELP[method]} Trains on item embeddings and writes a codebook artifact with its report.\n\n"
         "Settings come from, in increasing precedence: built-in defaults, --config, --set, and the explicit "
-        "flags (--M, --nbits, --metric, --seed); the keys are TrainConfig's (vqrec/trainers/config.py, e.g. "
+        "flags (--M, --nbits, --metric, --seed); the keys are TrainConfig's (trainers/config.py, e.g. "
         "beam_size, niter, norm)."
     )
     return command

@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from .common import ConfigFile, Force, Quiet, fail, refuse_existing, summary
+from .common import ConfigFile, Force, OutDir, Quiet, fail, refuse_existing, summary
 
 _DOC = {
     "cove": "COVE: BPR matrix factorization with cascaded vector quantizers on user and item embeddings "
@@ -25,7 +25,7 @@ _DOC = {
 }
 _PRECEDENCE = (
     "\n\nSettings come from, in increasing precedence: built-in defaults, --config, --set, and --seed "
-    "(keys of CoveConfig in trainers/learned/cove.py, e.g. dim, levels, alpha, omega, beta, epochs, lr, reg, "
+    "(keys of CoveConfig in trainers/learned/cove/config.py, e.g. dim, levels, alpha, omega, beta, epochs, lr, reg, "
     "negatives). With --test, the report holds leave-one-out HR@10 and NDCG@10 (training items excluded)."
 )
 
@@ -35,12 +35,7 @@ def command(kind: str):  # type: ignore[no-untyped-def]
         interactions: Annotated[
             str, typer.Option("--interactions", "-i", help="Training log: `user TAB item` lines (UTF-8).")
         ],
-        out: Annotated[
-            str,
-            typer.Option(
-                "--out", "-o", help="Artifact directory to publish (atomically; must not exist unless --force)."
-            ),
-        ],
+        out: OutDir,
         test: Annotated[
             str | None,
             typer.Option(

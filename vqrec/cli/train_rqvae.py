@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .common import ConfigFile, Force, Quiet, Seed, SetOverrides, fail, refuse_existing, summary
+from .common import ConfigFile, Force, OutDir, Quiet, Seed, SetOverrides, fail, refuse_existing, summary
 
 
 class Loss(StrEnum):
@@ -30,9 +30,7 @@ def rqvae(
     embeddings: Annotated[
         str, typer.Option("--embeddings", "-e", help="Embeddings to tokenize: .npy (+ ids file) or .npz.")
     ],
-    out: Annotated[
-        str, typer.Option("--out", "-o", help="Tokenizer artifact directory (must not exist unless --force).")
-    ],
+    out: OutDir,
     ids: Annotated[str | None, typer.Option(help="Ids file for a .npy (one id per line).")] = None,
     loss: Annotated[
         Loss | None, typer.Option(help="mse (RQ-VAE / TIGER), contrastive (CoST) or both. Default mse.")
