@@ -19,7 +19,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from vqrec.index import Embeddings, exact_search, load_embeddings
-from vqrec.index.eval import exact_hit_rate, read_pairs, sample_rows
+from vqrec.index.eval import exact_hit_rate, sample_rows
+from vqrec.index.interactions import pairs_by_user
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_ROOT = REPO.parent / "shared" / "data"
@@ -50,8 +51,8 @@ def load_ml100k(root: Path = DATA_ROOT) -> Dataset:
     base = root / "ml-100k-als64"
     items = load_embeddings(str(base / "items.npy"), str(base / "item_ids.txt"))
     users = load_embeddings(str(base / "users.npy"), str(base / "user_ids.txt"))
-    seen = read_pairs(str(base / "train.tsv"))
-    heldout = {u: its[0] for u, its in read_pairs(str(base / "test.tsv")).items()}
+    seen = pairs_by_user(str(base / "train.tsv"))
+    heldout = {u: its[0] for u, its in pairs_by_user(str(base / "test.tsv")).items()}
     return Dataset(
         name="ml100k",
         data=f"ml-100k-als64 ({base}): {items.n} items x {users.n} users, d={items.d}, ALS (implicit 0.7.3)",

@@ -234,14 +234,3 @@ def exact_hit_rate(
         hits += target in {items.ids[j] for j in top}
         n += 1
     return hits / max(1, n)
-
-
-def read_pairs(path: str) -> dict[str, list[str]]:
-    """``user TAB item`` lines -> {user: [items...]}."""
-    out: dict[str, list[str]] = {}
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            parts = line.rstrip("\n").split("\t")
-            if len(parts) >= 2:
-                out.setdefault(parts[0], []).append(parts[1])
-    return out

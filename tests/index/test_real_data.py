@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from vqrec.index import build_index, exact_search, load_embeddings
-from vqrec.index.eval import exact_hit_rate, hit_rate, read_pairs
+from vqrec.index.eval import exact_hit_rate, hit_rate
+from vqrec.index.interactions import pairs_by_user
 from vqrec.trainers.config import TrainConfig
 from vqrec.trainers.quantizers import train
 
@@ -27,8 +28,8 @@ def ml100k():
         pytest.skip("needs ../shared/data/ml-100k-als64 (MovieLens-100k ALS embeddings) beside the repo")
     items = load_embeddings(str(DATA / "items.npy"))  # ids auto-detected: item_ids.txt
     users = load_embeddings(str(DATA / "users.npy"))
-    seen = read_pairs(str(DATA / "train.tsv"))
-    heldout = {u: v[0] for u, v in read_pairs(str(DATA / "test.tsv")).items()}
+    seen = pairs_by_user(str(DATA / "train.tsv"))
+    heldout = {u: v[0] for u, v in pairs_by_user(str(DATA / "test.tsv")).items()}
     return items, users, seen, heldout
 
 

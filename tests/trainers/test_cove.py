@@ -13,7 +13,8 @@ import pytest
 
 from vqrec.index import ConfigError, load_embeddings
 from vqrec.index.embeddings import Embeddings
-from vqrec.index.eval import exact_hit_rate, read_pairs
+from vqrec.index.eval import exact_hit_rate
+from vqrec.index.interactions import pairs_by_user
 
 torch = pytest.importorskip("torch", reason="needs torch (the 'train' extra: pip install torch==2.13.0)")
 
@@ -160,7 +161,7 @@ def test_ml100k_short_cove_run_beats_popularity(ml100k):
     """A 10-epoch COVE run on ml-100k: HR@10 well above the most-popular ranking, and a tree of codes."""
     data, held = ml100k
     assert (len(data.user_ids), len(data.item_ids), data.n) == (942, 1432, 54433)
-    seen = read_pairs(str(DATA / "train.tsv"))
+    seen = pairs_by_user(str(DATA / "train.tsv"))
     counts: dict[str, int] = {}
     for its in seen.values():
         for i in its:

@@ -179,7 +179,8 @@ def eval_(
     from vqrec.index.artifact import load_index
     from vqrec.index.embeddings import load_embeddings
     from vqrec.index.errors import InputError, VqrecError
-    from vqrec.index.eval import evaluate_index, exact_hit_rate, hit_rate, read_pairs
+    from vqrec.index.eval import evaluate_index, exact_hit_rate, hit_rate
+    from vqrec.index.interactions import pairs_by_user
 
     try:
         index = load_index(index_dir)
@@ -191,8 +192,8 @@ def eval_(
         if seen and heldout:
             if us is None or index.users is None:
                 raise InputError("HR@k needs --users and an index built with users.")
-            s = read_pairs(seen)
-            h = {u: v[-1] for u, v in read_pairs(heldout).items()}
+            s = pairs_by_user(seen)
+            h = {u: v[-1] for u, v in pairs_by_user(heldout).items()}
             report[f"hr@{k}"] = {
                 "exact": round(exact_hit_rate(it, us, s, h, k=k), 4),
                 "index": round(hit_rate(index, s, h, k=k), 4),

@@ -10,7 +10,7 @@ The names used outside are re-exported here; importing the package needs torch (
 """
 
 from .config import CoveConfig
-from .data import Interactions, read_heldout, read_interactions, read_pairs_strict
+from .data import Interactions, read_heldout, read_interactions
 from .evaluate import code_usage, leave_one_out, tree_check
 from .model import CascadeVQ, CoveModel
 from .train import ARTIFACT, FORMAT_VERSION, CoveResult, train_cove
@@ -27,7 +27,6 @@ __all__ = [
     "leave_one_out",
     "read_heldout",
     "read_interactions",
-    "read_pairs_strict",
     "train_cove",
     "tree_check",
 ]

@@ -3,14 +3,13 @@
 
 from __future__ import annotations
 
-import hashlib
-import os
 from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
 
 from vqrec.index.errors import InputError
+from vqrec.index.interactions import read_pairs
 
 
 @dataclass(frozen=True)
@@ -40,38 +39,9 @@ class Interactions:
         return out
 
 
-def read_pairs_strict(path: str) -> tuple[list[tuple[str, str]], int, str]:
-    """``user TAB item [TAB ...]`` lines -> ([(user, item)], lines read, sha256). Blank lines are skipped,
-    further columns ignored; a line without two non-empty tab-separated fields is an error naming it."""
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise InputError(f"interactions file not found: {path}")
-    if os.path.isdir(path):
-        raise InputError(f"{path}: is a directory, expected a `user TAB item` file.")
-    with open(path, "rb") as f:
-        blob = f.read()
-    try:
-        text = blob.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise InputError(f"{path}: not UTF-8 ({e.reason} at byte {e.start}).") from None
-    pairs: list[tuple[str, str]] = []
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    for no, line in enumerate(lines, 1):
-        line = line.rstrip("\r")
-        if not line.strip():
-            continue
-        parts = line.split("\t")
-        if len(parts) < 2 or not parts[0].strip() or not parts[1].strip():
-            raise InputError(f"{path}: line {no} is not `user TAB item`: {line[:80]!r}.")
-        pairs.append((parts[0].strip(), parts[1].strip()))
-    return pairs, len(lines), hashlib.sha256(blob).hexdigest()
-
-
 def read_interactions(path: str) -> Interactions:
-    """Read and validate a training log (see read_pairs_strict); duplicate pairs are kept once."""
-    pairs, nlines, digest = read_pairs_strict(path)
+    """Read and validate a training log (vqrec.index.interactions.read_pairs); duplicate pairs are kept once."""
+    pairs, nlines, digest = read_pairs(path)
     if not pairs:
         raise InputError(f"{path}: no interactions (the file has no `user TAB item` lines).")
     urow: dict[str, int] = {}
@@ -103,7 +73,7 @@ def read_interactions(path: str) -> Interactions:
 
 def read_heldout(path: str) -> dict[str, str]:
     """Held-out ``user TAB item`` lines -> {user: item} (a user's last line wins, as in ``vqrec eval``)."""
-    pairs, _, _ = read_pairs_strict(path)
+    pairs, _, _ = read_pairs(path)
     if not pairs:
         raise InputError(f"{path}: no held-out interactions (the file has no `user TAB item` lines).")
     return dict(pairs)
