@@ -1,4 +1,5 @@
-"""Alias polling (``VQREC_POLL_SECONDS`` > 0): the service follows each store index's ACTIVE alias by itself.
+"""Alias polling (``VQREC_POLL_SECONDS`` > 0): the service follows each store index's ACTIVE alias, and the
+names of the index root, by itself.
 
 The lifespan starts ``AliasPoller`` (an asyncio task) when ``settings.poll_seconds`` > 0. Every interval it
 runs one tick in a worker thread (``asyncio.to_thread``: the event loop never waits on a load), which reads
@@ -22,8 +23,13 @@ one whose reload last failed for this name.
   another version (``POST .../reload`` retries it on demand, e.g. after repairing the files in place).
 - It never writes the alias (``activate=False``): if the alias moves again during a load, the next tick
   follows it. A successful poll reload logs ``alias moved: NAME OLD -> NEW`` at INFO.
-- Names are those found at startup (``Registry.stores``): a name published for the first time later is
-  served after a restart.
+- Names come and go (unless ``VQREC_INDEXES`` fixes them): each tick first looks at the index root. A name
+  published there since (flat artifact or store name with an alias) is loaded through the same path and
+  served (``new index NAME served`` at INFO). A served name whose directory is still there but whose
+  ``manifest.json`` (flat) or ``ACTIVE`` alias (store) is gone is broken in place: it answers 503 and
+  ``/readyz`` names it, until the file is back (then it is reloaded). A name whose directory was removed is
+  forgotten: 404, listed under ``removed`` in ``/readyz``. Each is logged once at WARNING; requests in
+  flight finish on the index they hold.
 
 ``stop()`` (lifespan shutdown) wakes the sleeping task at once; a tick in progress gets up to
 ``STOP_TIMEOUT`` seconds to finish the name it is loading, then the task is cancelled (the worker thread
@@ -39,6 +45,7 @@ import threading
 from typing import TYPE_CHECKING
 
 from vqrec.index import VqrecError
+from vqrec.index.discovery import discover_entries, discover_one, name_status
 from vqrec.index.store import IndexStore
 
 from .errors import ReloadFailedError
@@ -64,6 +71,7 @@ class AliasPoller:
         self.interval = float(interval)
         self.failed: dict[str, str] = {}  # name -> the alias version whose reload failed (not retried)
         self._alias_errors: dict[str, str] = {}  # name -> the alias read error last logged (logged once)
+        self._broken: dict[str, str] = {}  # name -> why it is broken in place (logged once; reloaded when back)
         self.ticks = 0  # ticks completed (for tests and diagnostics)
         self._halt = threading.Event()  # read by the worker thread between names
         self._wake: asyncio.Event | None = None
@@ -116,12 +124,82 @@ class AliasPoller:
 
     # ---- one tick (worker thread) --------------------------------------------------------------
     def tick(self) -> None:
-        """Look at every store-backed name once (blocking: run it in a worker thread)."""
+        """Look at the root's names, then at every store-backed name once (blocking: run it in a worker
+        thread)."""
         registry: Registry = self.app.state.registry
+        self._follow_names(registry)
         for name in sorted(registry.stores):
             if self._halt.is_set():
                 return
-            self._check(registry, name)
+            if name in registry.stores:  # not forgotten meanwhile
+                self._check(registry, name)
+
+    # ---- names that appear and disappear -------------------------------------------------------
+    def _follow_names(self, registry: Registry) -> None:
+        settings = self.app.state.settings
+        if settings.indexes is not None:  # a fixed list of names: nothing comes or goes
+            return
+        root = settings.index_root
+        found, problem = discover_entries(root, warn=False)
+        if problem is not None:  # the root itself is unreadable: leave the served names as they are
+            return
+        healthy = {name for name, entry in found.items() if entry.error is None}
+        for name in sorted(registry.paths):
+            # gone, or a flat artifact without its manifest (a store alias that cannot be read is the alias
+            # check's business: the version served stays, see _check)
+            if name not in found or (name not in healthy and name not in registry.stores):
+                self._vanished(registry, root, name)
+        for name in sorted((set(found) - set(registry.paths)) | (set(self._broken) & healthy)):
+            if self._halt.is_set():
+                return
+            self._appeared(registry, root, name)
+
+    def _vanished(self, registry: Registry, root: str, name: str) -> None:
+        status = name_status(root, name)
+        if status is None or self._broken.get(name) == status:
+            return  # back already, or broken and said so
+        lock = lock_for(self.app, name)
+        if not lock.acquire(blocking=False):
+            return  # a reload of it runs: look again next tick
+        try:
+            if status == "gone":
+                registry.forget(name, f"its directory was removed from {root}")
+                self._broken.pop(name, None)
+                logger.warning("index %r was removed from %s: no longer served", name, root)
+            else:
+                registry.mark_broken(name, f"no longer an index: {status}")
+                self._broken[name] = status
+                logger.warning("index %r is broken in place (%s): answering 503 until it is repaired", name, status)
+        finally:
+            lock.release()
+
+    def _appeared(self, registry: Registry, root: str, name: str) -> None:
+        """Load a name published since startup, or one broken in place whose files are back."""
+        lock = lock_for(self.app, name)
+        if not lock.acquire(blocking=False):
+            return
+        try:
+            entry = discover_one(root, name)
+            if entry is None:
+                return
+            registry.adopt(name, entry)
+            self._broken.pop(name, None)
+            if entry.error is not None:
+                logger.warning("index %r found at %s cannot be served: %s", name, entry.path, entry.error)
+                return
+            try:
+                out = reload_locked(self.app, registry, name, None, rollback=False, activate=False)
+            except Exception as e:  # refused (ReloadFailedError) or unexpected: counted, logged once
+                if not isinstance(e, ReloadFailedError):
+                    record_reload(self.app, name, False)
+                    registry.failed[name] = str(e)
+                if entry.version is not None:
+                    self.failed[name] = entry.version  # not retried until the alias names another version
+                logger.warning("index %r found at %s cannot be served: %s", name, entry.path, e)
+                return
+            logger.info("new index %r served: %s (%s)", name, out["index_version"], entry.path)
+        finally:
+            lock.release()
 
     def _read_alias(self, store: IndexStore, name: str) -> str | None:
         """The alias' version, or None when there is none or it is unreadable (logged once per message)."""

@@ -3,6 +3,13 @@
 What an index root holds (flat artifacts, store names and their aliases) is found by
 ``vqrec.index.discovery``; this module loads each entry. A failed load never stops the service: the error is
 logged with the path and kept here, so ``/readyz`` can report it and queries on that name answer 503.
+
+Names come and go at runtime (service/reload.py adopts a name published after startup; the alias poller,
+service/poller.py, finds new names and notices vanished ones): ``adopt`` records where a new name lives,
+``mark_broken`` stops serving a name whose files are gone but whose directory is still there (503, and
+``/readyz`` names it), ``forget`` drops a name whose directory was removed (404; ``/readyz`` lists it under
+``removed``). Readiness: loaded, the root readable, and no name failed. A root with no index yet is ready
+(an empty deployment waiting for its first publish).
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 
 from vqrec.index import CompressedIndex, VqrecError, load_index
-from vqrec.index.discovery import discover_entries
+from vqrec.index.discovery import Entry, discover_entries
 
 logger = logging.getLogger(__name__)
 
@@ -27,8 +34,9 @@ class Registry:
     versions: dict[str, str] = field(default_factory=dict)  # name -> active version (store layout only)
     stores: dict[str, str] = field(default_factory=dict)  # name -> store root (store layout only)
     loaded_at: dict[str, float] = field(default_factory=dict)  # name -> time.time() of its (re)load
+    removed: dict[str, str] = field(default_factory=dict)  # name -> why it is no longer served (gone)
     loaded: bool = False  # the lifespan has run the loads
-    problem: str | None = None  # a root-level problem (missing root, nothing found)
+    problem: str | None = None  # a root-level problem (the root is missing or not a directory)
 
     @property
     def names(self) -> list[str]:
@@ -36,15 +44,36 @@ class Registry:
 
     @property
     def ready(self) -> bool:
-        return self.loaded and self.problem is None and not self.failed and bool(self.indexes)
+        return self.loaded and self.problem is None and not self.failed
 
     def not_ready_reason(self) -> str:
         if not self.loaded:
             return "indexes are not loaded yet."
         if self.problem is not None:
             return self.problem
-        parts = [f"index {name!r} failed to load: {msg}" for name, msg in sorted(self.failed.items())]
-        return "; ".join(parts) or "no index loaded."
+        return "; ".join(f"index {name!r} failed to load: {msg}" for name, msg in sorted(self.failed.items()))
+
+    def adopt(self, name: str, entry: Entry) -> None:
+        """Record a name found after startup (not loaded yet: the caller reloads it)."""
+        self.paths[name] = entry.path
+        if entry.store_root is not None:
+            self.stores[name] = entry.store_root
+        if entry.error is not None:
+            self.failed[name] = entry.error
+        self.removed.pop(name, None)
+
+    def mark_broken(self, name: str, reason: str) -> None:
+        """Stop serving ``name`` (its files are gone in place): its routes answer 503 and /readyz names it.
+        Requests already holding the index finish on it."""
+        self.indexes.pop(name, None)
+        self.versions.pop(name, None)
+        self.failed[name] = reason
+
+    def forget(self, name: str, reason: str) -> None:
+        """Drop ``name`` (its directory was removed): its routes answer 404; /readyz lists it as removed."""
+        for table in (self.indexes, self.paths, self.versions, self.stores, self.loaded_at, self.failed):
+            table.pop(name, None)
+        self.removed[name] = reason
 
 
 def load_registry(index_root: str, names: list[str] | None = None, *, verify: bool = True) -> Registry:

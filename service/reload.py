@@ -1,7 +1,8 @@
 """Hot reload and rollback of one served index: load, verify, self-test, then swap.
 
 Used by the admin routes (``POST /v1/admin/indexes/{name}/reload|rollback``, service/routes/admin.py) and by
-the alias poller (service/poller.py), both under the per-name lock of ``lock_for``.
+the alias poller (service/poller.py), both under the per-name lock of ``lock_for``. A name published into the
+index root after startup is adopted by either (``adopt_published``), so it is served without a restart.
 
 A reload loads the target into memory (``mmap=False``) with every checksum verified, replays the
 manifest's self-test probes (index/probes.py; a sanity check for artifacts built without them), and only
@@ -31,6 +32,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from vqrec.index import CompressedIndex, VqrecError, load_index
+from vqrec.index.discovery import discover_one
 from vqrec.index.probes import run_probes
 from vqrec.index.store import IndexStore
 
@@ -61,7 +63,7 @@ def serving_version(registry: Registry, name: str) -> str | None:
 def reload_index(app: FastAPI, registry: Registry, name: str, version: str | None, *, rollback: bool) -> dict[str, Any]:
     """The admin routes' reload and rollback: 404 for an unknown name, 409 while another reload of the name
     runs, else ``reload_locked`` under the name's lock (a failure is logged at ERROR and raised)."""
-    if name not in registry.paths:
+    if name not in registry.paths and not adopt_published(app, registry, name):
         raise UnknownIndexError(f"unknown index {name!r}; available: {registry.names}.")
     lock = lock_for(app, name)
     if not lock.acquire(blocking=False):
@@ -76,11 +78,27 @@ def reload_index(app: FastAPI, registry: Registry, name: str, version: str | Non
         lock.release()
 
 
+def adopt_published(app: FastAPI, registry: Registry, name: str) -> bool:
+    """Whether ``name`` was published into the index root after startup; if so it is recorded in the
+    registry (not loaded yet: the caller reloads it). Never with a fixed list of names (``VQREC_INDEXES``)."""
+    settings = getattr(app.state, "settings", None)
+    if settings is None or settings.indexes is not None:
+        return False
+    entry = discover_one(settings.index_root, name)
+    if entry is None:
+        return False
+    registry.adopt(name, entry)
+    logger.info("new index %r found at %s", name, entry.path)
+    return True
+
+
 def _refuse(app: FastAPI, registry: Registry, name: str, target: str | None, message: str) -> ReloadFailedError:
     """Count the failure and build the 422 (the caller logs it: ERROR for the admin routes, WARNING once
     per failed version for the poller)."""
     record_reload(app, name, False)
     serving = serving_version(registry, name)
+    if serving is None:  # nothing served for this name: /readyz and its routes (503) say why
+        registry.failed[name] = message
     return ReloadFailedError(
         f"reload of index {name!r} failed: {message} (still serving {serving or 'nothing'}).",
         details={"index": name, "index_version": serving, "candidate_version": target},

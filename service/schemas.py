@@ -228,7 +228,10 @@ class Health(BaseModel):
 
 class Readiness(BaseModel):
     status: str
-    indexes: dict[str, str] = Field(description="name -> index_version")
+    indexes: dict[str, str] = Field(description="name -> index_version (empty: no index published yet)")
+    removed: dict[str, str] = Field(
+        default_factory=dict, description="names served earlier whose directory was removed -> why"
+    )
 
 
 # ---- semantic ids ------------------------------------------------------------------------------

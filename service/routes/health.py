@@ -1,4 +1,9 @@
-"""Liveness and readiness: /healthz (the process answers), /readyz (every configured index loaded)."""
+"""Liveness and readiness: /healthz (the process answers), /readyz (every index found is loaded, none failed).
+
+An index root with no index yet is ready (200, ``indexes: {}``): a first deployment serves names as they are
+published (service/reload.py, service/poller.py), so a job that waits for the API to be healthy can publish
+the first one. A name broken in place or failing to load makes it 503 naming the name and why.
+"""
 
 from __future__ import annotations
 
@@ -19,11 +24,19 @@ async def healthz() -> Health:
 @router.get(
     "/readyz",
     response_model=Readiness,
-    summary="readiness: 200 when every configured index is loaded",
+    summary="readiness: 200 when every index found is loaded and none failed (no index yet: 200)",
     responses={503: {"description": "an index failed to load, or loading has not run"}},
 )
 async def readyz(registry: RegistryDep) -> Readiness:
     if not registry.ready:
-        details = {"loaded": sorted(registry.indexes), "failed": dict(sorted(registry.failed.items()))}
+        details = {
+            "loaded": sorted(registry.indexes),
+            "failed": dict(sorted(registry.failed.items())),
+            "removed": dict(sorted(registry.removed.items())),
+        }
         raise NotReadyError(f"not ready: {registry.not_ready_reason()}", details=details)
-    return Readiness(status="ready", indexes={name: idx.version for name, idx in sorted(registry.indexes.items())})
+    return Readiness(
+        status="ready",
+        indexes={name: idx.version for name, idx in sorted(registry.indexes.items())},
+        removed=dict(sorted(registry.removed.items())),
+    )

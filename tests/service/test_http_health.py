@@ -20,7 +20,8 @@ def test_healthz(client):
 def test_readyz_when_loaded(client, svc_data):
     r = client.get("/readyz")
     assert r.status_code == 200
-    assert r.json() == {"status": "ready", "indexes": {"demo": svc_data.index.version, "plain": svc_data.plain.version}}
+    indexes = {"demo": svc_data.index.version, "plain": svc_data.plain.version}
+    assert r.json() == {"status": "ready", "indexes": indexes, "removed": {}}
 
 
 def test_readyz_503_before_load(index_root, make_client, assert_error):
@@ -86,9 +87,10 @@ def test_checksum_verification_can_be_disabled(tmp_path, index_root, make_client
         assert c.get("/readyz").status_code == 200
 
 
-def test_empty_root_is_not_ready(tmp_path, make_client, assert_error):
+def test_empty_root_is_ready_with_no_index(tmp_path, make_client, assert_error):
+    """A first deployment: nothing published yet is not a failure (tests/service/test_runtime_names.py)."""
     with make_client(Settings(index_root=str(tmp_path))) as c:
-        assert_error(c.get("/readyz"), 503, "not_ready", ("no index artifact", str(tmp_path)))
+        assert c.get("/readyz").json() == {"status": "ready", "indexes": {}, "removed": {}}
         assert_error(c.post("/v1/indexes/demo/similar", json={"item_id": "1"}), 404, "unknown_index", ("'demo'",))
 
 
