@@ -57,7 +57,7 @@ _DATA_FILE = "codes.npy"  # every index artifact has it (see artifact.py)
 def _entry(path: str) -> Entry | None:
     if os.path.exists(os.path.join(path, MANIFEST)):
         return Entry(path=path)
-    if os.path.isfile(os.path.join(path, ALIAS)):
+    if os.path.lexists(os.path.join(path, ALIAS)):  # a directory, FIFO or dangling link too: reported, not skipped
         return _resolve_alias(path)
     if os.path.exists(os.path.join(path, _DATA_FILE)):
         return Entry(path=path, error=f"{path} holds index data but no {MANIFEST}: a broken or partial artifact.")

@@ -14,6 +14,16 @@ the oldest versions beyond a count, never the active or previous one.
 
 Versions are ordered by the manifest's ``created_at``, then by version id (which starts with the
 same timestamp); newest first.
+
+Faults. An alias that is not one (not UTF-8, not a JSON object, a field of the wrong type, a version that
+is not a version id, a directory, a FIFO, a dangling link, larger than ``_ALIAS_MAX_BYTES``) is
+``ArtifactCorrupt`` naming the file and the repair; it affects its name only, and ``activate`` replaces it
+(the previous version is then unknown; a directory in its place is moved aside, not deleted). A writer
+killed with SIGKILL leaves ``versions/.publish-*`` (or ``.trash-*``): every writer of the name removes them
+once it holds the name's lock (a live publish holds that lock while it stages, so what is found then is a
+leftover), and so does ``clean_stagings``. Publishing a version that is already stored with the same
+content (index_version and every file's sha256 and size) is not an error (``publish_dir_status`` says it
+was already there); the same version id with other content is.
 """
 
 from __future__ import annotations
@@ -22,9 +32,12 @@ import contextlib
 import datetime
 import fcntl
 import json
+import logging
 import os
 import re
+import secrets
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -35,10 +48,14 @@ from .artifact_io import MANIFEST, read_manifest
 from .errors import ArtifactCorrupt, ArtifactNotFound, ConfigError, StoreError, VqrecError
 from .index import CompressedIndex
 
+logger = logging.getLogger(__name__)
+
 ALIAS = "ACTIVE"
 VERSIONS = "versions"
 _LOCK = ".lock"
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+_STAGING_PREFIXES = (".publish-", ".trash-")  # hidden work directories of publish / _delete under versions/
+_ALIAS_MAX_BYTES = 1 << 20  # a real alias is ~150 bytes: anything this large is not one
 
 
 @dataclass
@@ -75,6 +92,20 @@ def _fsync_dir(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _short(value: Any) -> str:
+    """``repr(value)``, cut to a readable length (an error message must stay one line)."""
+    r = repr(value)
+    return r if len(r) <= 80 else r[:77] + "..."
+
+
+def _file_sums(manifest: dict[str, Any]) -> dict[str, Any]:
+    """file name -> (sha256, bytes) as a manifest lists them."""
+    files = manifest.get("files")
+    if not isinstance(files, dict):
+        return {}
+    return {n: (m.get("sha256"), m.get("bytes")) if isinstance(m, dict) else m for n, m in files.items()}
 
 
 def _now() -> str:
@@ -139,22 +170,67 @@ class IndexStore:
         )
 
     def read_alias(self, name: str) -> dict[str, Any] | None:
-        """The alias as stored, or None when ``name`` has none. A corrupt alias is ArtifactCorrupt."""
+        """The alias as stored, or None when ``name`` has none. Anything else than a well-formed alias is
+        ArtifactCorrupt naming the file (never another exception, never a wait: a FIFO is refused)."""
         p = self.alias_path(name)
+
+        def corrupt(why: str) -> ArtifactCorrupt:
+            return ArtifactCorrupt(
+                f"{p}: {why}; the alias is unreadable (repair it with `vqrec activate {name} VERSION`)."
+            )
+
         try:
-            with open(p, encoding="utf-8") as f:
-                text = f.read()
-        except FileNotFoundError:
+            fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except (FileNotFoundError, NotADirectoryError):
+            if os.path.islink(p):
+                raise corrupt(f"alias is a symbolic link to {os.readlink(p)!r}, which does not exist") from None
             return None
+        except OSError as e:
+            raise corrupt(f"alias cannot be opened ({e.strerror or e})") from None
+        try:
+            st = os.fstat(fd)
+            if stat.S_ISDIR(st.st_mode):
+                raise corrupt("alias is a directory, not a file")
+            if not stat.S_ISREG(st.st_mode):
+                raise corrupt("alias is not a regular file")
+            if st.st_size > _ALIAS_MAX_BYTES:
+                raise corrupt(f"alias is {st.st_size} bytes, larger than {_ALIAS_MAX_BYTES}")
+            chunks = []
+            size = 0
+            while size <= _ALIAS_MAX_BYTES:
+                chunk = os.read(fd, _ALIAS_MAX_BYTES + 1 - size)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+            raw = b"".join(chunks)
+        except OSError as e:
+            raise corrupt(f"alias cannot be read ({e.strerror or e})") from None
+        finally:
+            os.close(fd)
+        if len(raw) > _ALIAS_MAX_BYTES:
+            raise corrupt(f"alias is larger than {_ALIAS_MAX_BYTES} bytes")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise corrupt(f"alias is not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start})") from None
         try:
             alias = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ArtifactCorrupt(f"{p}: alias is not valid JSON ({e}).") from None
-        if not isinstance(alias, dict) or not isinstance(alias.get("version"), str) or not alias["version"]:
-            raise ArtifactCorrupt(f"{p}: alias has no 'version' string.")
+        except ValueError as e:  # JSONDecodeError, and integers too long to convert
+            raise corrupt(f"alias is not valid JSON ({e})") from None
+        except RecursionError:
+            raise corrupt("alias is not valid JSON (nested too deeply)") from None
+        if not isinstance(alias, dict):
+            raise corrupt(f"alias is a JSON {type(alias).__name__}, not an object")
+        version = alias.get("version")
+        if not isinstance(version, str) or not _SAFE.match(version):
+            raise corrupt(f"alias 'version' {_short(version)} is not a version id")
         prev = alias.get("previous")
-        if prev is not None and not isinstance(prev, str):
-            raise ArtifactCorrupt(f"{p}: alias 'previous' is not a string or null.")
+        if prev is not None and (not isinstance(prev, str) or not _SAFE.match(prev)):
+            raise corrupt(f"alias 'previous' {_short(prev)} is not a version id or null")
+        updated = alias.get("updated_at")
+        if updated is not None and not isinstance(updated, str):
+            raise corrupt(f"alias 'updated_at' {_short(updated)} is not a string or null")
         return alias
 
     def active(self, name: str) -> str | None:
@@ -234,11 +310,52 @@ class IndexStore:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
 
+    @contextlib.contextmanager
+    def _writing(self, name: str) -> Iterator[None]:
+        """Hold the name's lock, and first remove what killed writers left (see ``clean_stagings``)."""
+        with self._locked(name):
+            self._clean_stagings_locked(name)
+            yield
+
+    def clean_stagings(self, name: str) -> list[str]:
+        """Remove the leftovers of interrupted writes of ``name`` (``versions/.publish-*`` and ``.trash-*``
+        directories); returns their names. Waits for the name's lock: a publish still running holds it while
+        it stages, so its staging is never taken for a leftover."""
+        if not os.path.isdir(self.versions_dir(name)):
+            return []
+        with self._locked(name):
+            return self._clean_stagings_locked(name)
+
+    def _clean_stagings_locked(self, name: str) -> list[str]:
+        vdir = self.versions_dir(name)
+        try:
+            entries = [e for e in os.scandir(vdir) if e.name.startswith(_STAGING_PREFIXES)]
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        removed = []
+        for e in entries:
+            if not e.is_dir(follow_symlinks=False):
+                continue
+            shutil.rmtree(e.path, ignore_errors=True)
+            if os.path.lexists(e.path):
+                logger.warning("index %r: could not remove %s, left by an interrupted store write", name, e.path)
+            else:
+                removed.append(e.name)
+        if removed:
+            logger.warning(
+                "index %r: removed %d leftover(s) of interrupted store writes in %s: %s",
+                name,
+                len(removed),
+                vdir,
+                ", ".join(sorted(removed)),
+            )
+        return removed
+
     def _move_in(self, name: str, staged: str, version: str) -> str:
         """Rename the staged artifact to versions/{version}; the staging directory is removed on failure."""
         try:
             final = self.version_dir(name, version)
-            if os.path.exists(final):
+            if os.path.lexists(final):
                 raise StoreError(f"index {name!r} already has version {version!r} ({final}); nothing published.")
             os.rename(staged, final)
             _fsync_dir(os.path.dirname(final))
@@ -250,7 +367,7 @@ class IndexStore:
     def publish(self, index: CompressedIndex, name: str, *, evaluation: dict[str, Any] | None = None) -> str:
         """Save ``index`` as a new version of ``name`` (atomically); returns the version id. The alias
         is not touched."""
-        with self._locked(name):
+        with self._writing(name):
             vdir = self.versions_dir(name)
             os.makedirs(vdir, exist_ok=True)
             holder = tempfile.mkdtemp(prefix=".publish-", dir=vdir)
@@ -267,16 +384,25 @@ class IndexStore:
     def publish_dir(self, src: str, name: str, *, on_file: Callable[[str], None] | None = None) -> str:
         """Copy the index artifact at ``src`` in as a new version (its ``index_version`` kept), verifying
         the copy (format, sizes, sha256, shapes) before it appears; returns the version id.
-        ``on_file(file name)`` is called after each file is copied into the staging directory (progress)."""
+        ``on_file(file name)`` is called after each file is copied into the staging directory (progress).
+        A version already stored with the same content is not copied again (see ``publish_dir_status``)."""
+        return self.publish_dir_status(src, name, on_file=on_file)[0]
+
+    def publish_dir_status(
+        self, src: str, name: str, *, on_file: Callable[[str], None] | None = None
+    ) -> tuple[str, bool]:
+        """``publish_dir``, returning (version id, published now). When the store already holds that version
+        with the same content (index_version, and every file's sha256 and size in the manifests) and it
+        verifies, nothing is copied and the second item is False (a rerun after a kill is not an error);
+        the same version id with other content, or a stored copy that does not verify, is StoreError."""
         manifest = read_manifest(src, artifact="index", versions=READABLE_VERSIONS)
         version = _check_name("version", str(manifest.get("index_version")))
-        with self._locked(name):
+        with self._writing(name):
             vdir = self.versions_dir(name)
             os.makedirs(vdir, exist_ok=True)
-            if os.path.exists(os.path.join(vdir, version)):
-                raise StoreError(
-                    f"index {name!r} already has version {version!r} ({vdir}/{version}); nothing published."
-                )
+            if os.path.lexists(os.path.join(vdir, version)):
+                self._check_same_content(name, version, src, manifest)
+                return version, False
             staged = tempfile.mkdtemp(prefix=".publish-", dir=vdir)
             try:
                 for fname in [*manifest["files"], MANIFEST]:
@@ -296,10 +422,40 @@ class IndexStore:
                 shutil.rmtree(staged, ignore_errors=True)
                 raise
             self._move_in(name, staged, version)
-            return version
+            return version, True
+
+    def _check_same_content(self, name: str, version: str, src: str, manifest: dict[str, Any]) -> None:
+        """The stored ``version`` is the artifact at ``src`` (same index_version and file sums) and verifies;
+        StoreError naming both otherwise."""
+        final = self.version_dir(name, version)
+        head = f"index {name!r} already has version {version!r} ({final})"
+        try:
+            stored = read_manifest(final, artifact="index", versions=READABLE_VERSIONS)
+        except VqrecError as e:
+            raise StoreError(f"{head}, but it does not verify ({e}); nothing published from {src}.") from None
+        ours, theirs = _file_sums(stored), _file_sums(manifest)
+        differ = sorted(f for f in ours.keys() | theirs.keys() if ours.get(f) != theirs.get(f))
+        if stored.get("index_version") != version:
+            differ.insert(0, f"{MANIFEST} index_version {stored.get('index_version')!r}")
+        if differ:
+            raise StoreError(
+                f"{head} with different content than {src} (differs: {', '.join(differ)}); nothing published "
+                "(a version id names one content: build the new artifact again for a version of its own)."
+            )
+        try:
+            load_index(final, mmap=True, verify=True)
+        except VqrecError as e:
+            raise StoreError(
+                f"{head} with the content of {src}, but the stored copy does not verify ({e}); nothing published."
+            ) from None
 
     def _write_alias(self, name: str, alias: dict[str, Any]) -> None:
         d = self.name_dir(name)
+        p = self.alias_path(name)
+        if os.path.isdir(p) and not os.path.islink(p):  # os.replace cannot replace a directory: move it aside
+            aside = os.path.join(d, f".{ALIAS}.unreadable-{secrets.token_hex(4)}")
+            os.rename(p, aside)
+            logger.warning("index %r: the directory %s in place of the alias was moved to %s", name, p, aside)
         fd, tmp = tempfile.mkstemp(prefix=f".{ALIAS}.tmp-", dir=d)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -331,16 +487,20 @@ class IndexStore:
 
     def activate(self, name: str, version: str) -> dict[str, Any]:
         """Point the alias at ``version`` (which must load and verify); the old active version becomes
-        ``previous``. Activating the active version changes nothing. Returns the alias."""
-        with self._locked(name):
+        ``previous``. Activating the active version changes nothing. An unreadable alias is replaced (the
+        previous version is then unknown: null). Returns the alias."""
+        with self._writing(name):
             try:
                 current = self.read_alias(name)
-            except ArtifactCorrupt:
-                current = None  # a corrupt alias may be repaired by activating a good version
+                unreadable = None
+            except ArtifactCorrupt as e:
+                current, unreadable = None, e  # a corrupt alias is repaired by activating a good version
             if current is not None and current["version"] == version:
                 self._check_loadable(name, version)
                 return current
             self._check_loadable(name, version)
+            if unreadable is not None:
+                logger.info("index %r: replacing the unreadable alias (%s); previous version unknown", name, unreadable)
             alias = {
                 "version": version,
                 "previous": current["version"] if current is not None else None,
@@ -366,7 +526,7 @@ class IndexStore:
         returns the deleted version ids (oldest last)."""
         if not isinstance(keep, int) or keep < 1:
             raise ConfigError(f"keep must be an integer >= 1, got {keep!r}.")
-        with self._locked(name):
+        with self._writing(name):
             alias = self.read_alias(name) or {}
             protected = {alias.get("version"), alias.get("previous")}
             infos = self.versions(name)
@@ -377,7 +537,7 @@ class IndexStore:
 
     def discard(self, name: str, version: str) -> None:
         """Delete one version that is neither active nor previous (e.g. a publish that failed to activate)."""
-        with self._locked(name):
+        with self._writing(name):
             alias = self.read_alias(name) or {}
             if version in (alias.get("version"), alias.get("previous")):
                 raise StoreError(f"index {name!r} version {version!r} is the active or previous one; not deleted.")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -13,9 +14,16 @@ import typer
 from typer.testing import CliRunner
 
 from tests.conftest import pq_index_factory
+from tests.index.store_kill import POINTS, kill_publish, stagings
 from vqrec.cli.store import app as store_app
-from vqrec.index import save_index
+from vqrec.index import load_index, save_index
 from vqrec.index.store import IndexStore
+from vqrec.service.main import create_app
+from vqrec.service.settings import Settings
+
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient` is deprecated")
+    from fastapi.testclient import TestClient
 
 D = 8
 
@@ -116,7 +124,16 @@ def test_errors_change_nothing(run, built, tmp_path, tree_digest):
     d1, v1 = built(100)
     assert run("publish", "--index", d1, "--name", "movies", "--index-root", root, "--activate").exit_code == 0
     before = tree_digest(root)
-    _fails(run("publish", "--index", d1, "--name", "movies", "--index-root", root), "already has version", v1)
+    # the same artifact again: already published, nothing changes (a rerun after a kill is not an error)
+    r = run("publish", "--index", d1, "--name", "movies", "--index-root", root, "--activate")
+    assert r.exit_code == 0 and f"movies version {v1} already published" in r.stdout, r.output
+    assert tree_digest(root) == before
+    # another artifact claiming the same version id: refused, naming both
+    dx, _ = built(105)
+    manifest = pathlib.Path(dx, "manifest.json")
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "index_version": v1}))
+    stored = os.path.join(root, "movies", "versions", v1)
+    _fails(run("publish", "--index", dx, "--name", "movies", "--index-root", root), "different content", dx, stored)
     _fails(run("publish", "--index", str(tmp_path / "nope"), "--name", "movies", "--index-root", root), "not found")
     d2, v2 = built(110)
     pathlib.Path(d2, "codes.npy").write_bytes(pathlib.Path(d2, "codes.npy").read_bytes()[:-5])
@@ -148,3 +165,69 @@ def test_index_root_from_environment(run, built, tmp_path, monkeypatch):
     monkeypatch.setenv("VQREC_INDEX_ROOT", root)
     assert run("publish", "--index", d1, "--name", "movies", "--activate").exit_code == 0
     assert json.loads(run("versions", "movies", "--json").stdout)["active"] == v1
+
+
+@pytest.mark.parametrize("garbage", [b"\xff\xfe", b'{"version": 7}', "directory"], ids=["non-utf8", "bad-field", "dir"])
+def test_unreadable_alias_is_listed_warned_and_repaired_by_activate(run, built, tmp_path, garbage):
+    root = str(tmp_path / "root")
+    d1, v1 = built(100)
+    d2, v2 = built(120)
+    assert run("publish", "--index", d1, "--name", "movies", "--index-root", root, "--activate").exit_code == 0
+    assert run("publish", "--index", d2, "--name", "movies", "--index-root", root, "--activate").exit_code == 0
+    alias = pathlib.Path(root, "movies", "ACTIVE")
+    alias.unlink()
+    if garbage == "directory":
+        alias.mkdir()
+    else:
+        alias.write_bytes(garbage)
+    # versions: listed, no active marker, a warning naming the alias
+    r = run("versions", "movies", "--index-root", root)
+    assert r.exit_code == 0, r.output
+    assert v1 in r.stdout and v2 in r.stdout and "alias unreadable" in r.stdout.splitlines()[-1]
+    assert not any(line.startswith(("*", "-")) for line in r.stdout.splitlines()[1:])
+    assert r.stderr.startswith("warning: ") and str(alias) in r.stderr and "vqrec activate movies" in r.stderr
+    data = json.loads(run("versions", "movies", "--index-root", root, "--json").stdout)
+    assert data["active"] is None and str(alias) in data["alias_error"] and len(data["versions"]) == 2
+    # rollback and prune need the alias: a one-line error, nothing changed
+    _fails(run("rollback", "movies", "--index-root", root), str(alias))
+    _fails(run("prune", "movies", "--index-root", root, "--keep", "1"), str(alias))
+    assert alias.exists() and sorted(os.listdir(os.path.join(root, "movies", "versions"))) == sorted([v1, v2])
+    # activate repairs it: a good alias written atomically, the previous version unknown
+    r = run("activate", "movies", v1, "--index-root", root)
+    assert r.exit_code == 0, r.output
+    assert f"active version of movies: {v1} (previous: -)" in r.stdout and str(alias) in r.stderr
+    assert json.loads(alias.read_text())["version"] == v1 and IndexStore(root).previous("movies") is None
+    assert not [n for n in os.listdir(os.path.join(root, "movies")) if n.startswith(".ACTIVE.tmp")]
+    r = run("versions", "movies", "--index-root", root)
+    assert r.exit_code == 0 and r.stderr == "" and "alias unreadable" not in r.stdout
+
+
+@pytest.mark.parametrize("at", POINTS)
+def test_publish_activate_killed_then_rerun(run, built, tmp_path, at):
+    """`vqrec publish --activate` killed with SIGKILL (mid-copy, or published but not activated), then run
+    again: no staging left, the new version active, and the service answers from it."""
+    root = str(tmp_path / "root")
+    d1, v1 = built(100)
+    d2, v2 = built(120)
+    assert run("publish", "--index", d1, "--name", "movies", "--index-root", root, "--activate").exit_code == 0
+    argv = ["--index", d2, "--name", "movies", "--index-root", root, "--activate", "--keep", "5"]
+    assert kill_publish(argv, at) == -9
+    store = IndexStore(root)
+    vdir = store.versions_dir("movies")
+    assert store.active("movies") == v1  # the kill changed nothing served
+    if at == "mid-copy":
+        assert len(stagings(vdir)) == 1 and not os.path.exists(store.version_dir("movies", v2))
+    else:
+        assert os.path.isdir(store.version_dir("movies", v2))
+    r = run("publish", *argv)
+    assert r.exit_code == 0, r.output
+    assert ("already published" in r.stdout) == (at == "before-activate")
+    assert f"active version of movies: {v2}" in r.stdout
+    assert stagings(vdir) == [] and sorted(os.listdir(vdir)) == sorted([v1, v2])
+    assert store.active("movies") == v2 and store.previous("movies") == v1
+    expected = load_index(d2).similar(["i3"], 5)[0].ids
+    with TestClient(create_app(Settings(index_root=root))) as c:
+        r = c.post("/v1/indexes/movies/similar", json={"item_id": "i3", "k": 5})
+        assert r.status_code == 200, r.text
+        assert r.json()["index_version"] == v2
+        assert [x["id"] for x in r.json()["results"]] == list(expected)

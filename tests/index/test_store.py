@@ -83,13 +83,20 @@ def test_publish_with_evaluation_and_listing(store, make_index):
         store.versions("books")
 
 
-def test_publish_dir_keeps_version_and_refuses_duplicates_and_corrupt(store, make_index, tmp_path, tree_digest):
+def test_publish_dir_keeps_version_and_refuses_clashes_and_corrupt(store, make_index, tmp_path, tree_digest):
     src = str(tmp_path / "built")
     m = save_index(make_index(100), src)
     v = store.publish_dir(src, "movies")
     assert v == m["index_version"]
-    with pytest.raises(StoreError, match=f"already has version '{v}'"):
-        store.publish_dir(src, "movies")
+    before = tree_digest(store.root)
+    assert store.publish_dir_status(src, "movies") == (v, False)  # the same content again: already published
+    assert tree_digest(store.root) == before
+    other = str(tmp_path / "other")
+    om = save_index(make_index(105), other)
+    pathlib.Path(other, "manifest.json").write_text(json.dumps({**om, "index_version": v}))
+    with pytest.raises(StoreError, match=f"already has version '{v}'.*different content"):
+        store.publish_dir(other, "movies")
+    assert tree_digest(store.root) == before
     bad = str(tmp_path / "bad")
     save_index(make_index(110), bad)
     codes = os.path.join(bad, "codes.npy")

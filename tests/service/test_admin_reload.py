@@ -272,3 +272,39 @@ def test_metrics_count_outcomes(env):
     text = env.client.get("/metrics").text
     assert 'vqrec_reload_failures_total{index="movies"} 1.0' in text
     assert os.path.isdir(env.root)
+
+
+# ---- an unreadable ACTIVE alias: only its name is affected -----------------------------------------
+@pytest.mark.parametrize(
+    "garbage", [b"\xff\xfe", b"[1, 2]", b'{"version": "../../etc"}'], ids=["non-utf8", "json-list", "bad-version"]
+)
+def test_unreadable_alias_fails_only_its_name_and_is_repairable(tmp_path, make_index, assert_error, garbage):
+    """At startup the other names serve and the bad one is a load failure (/readyz, 503); reload and rollback
+    of it are 422 with the usual error shape and leave the alias as it is; `vqrec activate` repairs it."""
+    root = str(tmp_path / "root")
+    store = IndexStore(root)
+    v0 = store.publish(make_index(100), "movies")
+    store.activate("movies", v0)
+    vb1 = store.publish(make_index(150), "bad")
+    store.activate("bad", vb1)
+    vb2 = store.publish(make_index(200), "bad")
+    store.activate("bad", vb2)
+    alias = pathlib.Path(store.alias_path("bad"))
+    alias.write_bytes(garbage)
+    with TestClient(create_app(Settings(index_root=root))) as c:
+        err = assert_error(c.get("/readyz"), 503, "not_ready", ("'bad'", str(alias)))
+        assert err["details"]["loaded"] == ["movies"] and list(err["details"]["failed"]) == ["bad"]
+        r = c.post("/v1/indexes/movies/recommend", json={"user_id": "u0", "k": 5})
+        assert r.status_code == 200 and r.json()["index_version"] == v0
+        assert_error(c.post("/v1/indexes/bad/recommend", json={"user_id": "u0", "k": 5}), 503, "index_not_loaded")
+        assert_error(c.post("/v1/admin/indexes/bad/reload"), 422, "reload_failed", (str(alias), "vqrec activate bad"))
+        assert_error(c.post("/v1/admin/indexes/bad/rollback"), 422, "reload_failed", (str(alias),))
+        assert alias.read_bytes() == garbage
+        assert c.post("/v1/indexes/movies/recommend", json={"user_id": "u0", "k": 5}).status_code == 200
+        # the documented repair (`vqrec activate bad VERSION`), then a reload: served
+        repaired = store.activate("bad", vb1)
+        assert (repaired["version"], repaired["previous"]) == (vb1, None)
+        r = c.post("/v1/admin/indexes/bad/reload")
+        assert r.status_code == 200, r.text
+        assert r.json()["index_version"] == vb1
+        assert c.get("/readyz").status_code == 200

@@ -165,6 +165,43 @@ def test_bad_version_refused_once_then_good_one_followed(polled, make_index, cap
     assert polled.counts() == (1, 1, 1)
 
 
+def test_unreadable_alias_of_one_name_does_not_stop_the_others(tmp_path, make_index, caplog):
+    """A name whose ACTIVE alias turns to garbage (not UTF-8) keeps serving what it served, warned once; the
+    poller goes on following the other names (this one sorts first), and follows it again once repaired."""
+    root = str(tmp_path / "root")
+    store, (v0, v1, _) = _open(root, make_index)
+    b0 = store.publish(make_index(120), "a-bad")
+    b1 = store.publish(make_index(130), "a-bad")
+    store.activate("a-bad", b0)
+    alias = pathlib.Path(store.alias_path("a-bad"))
+    with caplog.at_level(logging.INFO, logger="vqrec.service.poller"):
+        with TestClient(create_app(Settings(index_root=root, poll_seconds=POLL))) as c:
+            env = PolledEnv(root, store, [v0, v1], c)
+
+            def bad_served() -> str:
+                r = c.post("/v1/indexes/a-bad/recommend", json={"user_id": "u0", "k": 5})
+                assert r.status_code == 200, r.text
+                return str(r.json()["index_version"])
+
+            assert bad_served() == b0 and env.served() == v0
+            alias.write_bytes(b"\xff\xfe")
+            env.wait_ticks()
+            store.activate("movies", v1)
+            wait_until(lambda: env.served() == v1, "the good name followed past the bad one")
+            env.wait_ticks()
+            assert bad_served() == b0  # the bad name keeps serving its version
+            assert alias.read_bytes() == b"\xff\xfe"  # the poller never writes the alias
+            warned = [
+                r.getMessage()
+                for r in caplog.records
+                if r.name == "vqrec.service.poller" and r.levelno == logging.WARNING and "a-bad" in r.getMessage()
+            ]
+            assert len(warned) == 1 and str(alias) in warned[0], warned
+            store.activate("a-bad", b1)  # the repair: followed like any move
+            wait_until(lambda: bad_served() == b1, "the repaired alias followed")
+            assert env.served() == v1
+
+
 # ---- (3) off by default ----------------------------------------------------------------------------
 def test_poll_seconds_zero_starts_no_poller(tmp_path, make_index):
     root = str(tmp_path / "root")

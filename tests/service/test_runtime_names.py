@@ -160,3 +160,15 @@ def test_index_data_without_a_manifest_is_a_failed_index_at_startup(tmp_path, ma
         assert_error(c.get("/readyz"), 503, "not_ready", ("'partial'", "manifest.json"))
         assert_error(similar(c, "partial"), 503, "index_not_loaded", ("'partial'",))
         assert similar(c, "good").status_code == 200
+
+
+def test_an_alias_that_is_not_a_file_is_a_failed_index_at_startup(tmp_path, make_index, assert_error):
+    root = tmp_path / "root"
+    save_index(make_index(60), str(root / "good"))
+    store = IndexStore(str(root))
+    store.publish(make_index(50), "movies")
+    (root / "movies" / "ACTIVE").mkdir()  # not skipped as "no alias": reported
+    with TestClient(create_app(Settings(index_root=str(root)))) as c:
+        assert_error(c.get("/readyz"), 503, "not_ready", ("'movies'", "ACTIVE"))
+        assert_error(similar(c, "movies"), 503, "index_not_loaded", ("'movies'",))
+        assert similar(c, "good").status_code == 200

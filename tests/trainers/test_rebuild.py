@@ -18,8 +18,10 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import pq_index_factory
+from tests.index.store_kill import kill_publish, stagings
 from tests.trainers.rebuild_helpers import NAME, config, rebuild, served
-from vqrec.index.artifact import load_index
+from vqrec.index.artifact import load_index, save_index
 from vqrec.index.errors import RebuildError
 from vqrec.index.store import IndexStore
 from vqrec.trainers.rebuild import EXIT_NOTIFY, RebuildConfig, notify, rebuild_lock
@@ -76,6 +78,25 @@ def test_kill_at_each_step_changes_nothing_served(
     assert store.active(NAME) != before[1] and store.previous(NAME) == before[1]
     assert len(store.versions(NAME)) == 2
     assert not [p for p in os.listdir(store.versions_dir(NAME)) if p.startswith(".")]
+
+
+def test_up_to_date_rebuild_cleans_the_staging_of_a_killed_publish(
+    data: dict[str, Any], store_root: pathlib.Path, tmp_path: pathlib.Path
+):
+    """A `vqrec publish` killed with SIGKILL mid-copy leaves versions/.publish-*; a rebuild that finds the
+    active version already built from its inputs (exit 0 early) still removes it, and changes nothing else."""
+    before = served(store_root, data["xq"])
+    src = str(tmp_path / "other")
+    save_index(pq_index_factory(seed=5)(50), src)  # type: ignore[arg-type]
+    argv = ["--index", src, "--name", NAME, "--index-root", str(store_root)]
+    assert kill_publish(argv, "mid-copy") == -9
+    store = IndexStore(str(store_root))
+    assert len(stagings(store.versions_dir(NAME))) == 1
+    r = rebuild(config(data, store_root, tmp_path, items="items_v1.npz"))
+    assert r.returncode == 0, r.stderr
+    assert "already up to date" in r.stdout
+    assert stagings(store.versions_dir(NAME)) == []
+    assert served(store_root, data["xq"]) == before and len(store.versions(NAME)) == 1
 
 
 def test_other_inputs_discard_an_unfinished_rebuild(

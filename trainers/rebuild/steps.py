@@ -156,6 +156,7 @@ def open_run(
 def step_resume(run: Run) -> bool:
     """Resume the recorded state (same inputs) or start afresh; False when already up to date (nothing done)."""
     cfg, store, work = run.cfg, run.store, run.work
+    clean_stagings(store, cfg.name)  # leftovers of any killed publish, also when nothing is left to do
     fp = fingerprint(cfg, run.items, run.users)
     state = read_state(work)
     if state is not None and state.get("fingerprint") != fp:
@@ -178,7 +179,6 @@ def step_resume(run: Run) -> bool:
     else:
         run.echo(f"rebuild: resuming after step(s) {', '.join(s for s in STEPS if s in state['steps'])}")
     run.state = state
-    clean_stagings(store, cfg.name)
     return True
 
 

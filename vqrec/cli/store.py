@@ -6,7 +6,10 @@
     vqrec rollback NAME      flip the alias back to the previous version
     vqrec prune NAME --keep  delete the oldest versions beyond a count (never active or previous)
 
-Errors print one line ``error: ...`` to stderr and exit 1, with nothing changed.
+Errors print one line ``error: ...`` to stderr and exit 1, with nothing changed. An unreadable ACTIVE
+alias is a warning for ``versions`` (the versions are listed), an error for ``rollback`` and ``prune``, and is
+repaired by ``activate`` (the previous version is then unknown). ``publish`` of a version already stored with
+the same content says "already published" and goes on (``--activate``, ``--keep``): a rerun after a kill.
 """
 
 from __future__ import annotations
@@ -43,6 +46,24 @@ def _store(index_root: str) -> Iterator[IndexStore]:
         raise fail(e) from None
 
 
+def _activate(store: IndexStore, name: str, version: str) -> dict[str, object]:
+    """``store.activate``, with a warning on stderr when it replaced an unreadable alias."""
+    from vqrec.index.errors import ArtifactCorrupt
+
+    try:
+        store.read_alias(name)
+        unreadable = False
+    except ArtifactCorrupt:
+        unreadable = True
+    alias = store.activate(name, version)
+    if unreadable:
+        typer.echo(
+            f"warning: replaced the unreadable alias {store.alias_path(name)}; the previous version is unknown.",
+            err=True,
+        )
+    return alias
+
+
 def _echo_alias(name: str, alias: dict[str, object]) -> None:
     typer.echo(f"active version of {name}: {alias['version']} (previous: {_fmt(alias.get('previous'))})")
 
@@ -55,11 +76,20 @@ def versions(
 ) -> None:
     """List the stored versions of an index, newest first: created, active (*) / previous (-) marker,
     items, method and recall@10 (user->item, item->item) from the manifest's evaluation."""
+    from vqrec.index.errors import ArtifactCorrupt
+
+    alias_error = None
     with _store(index_root) as store:
         infos = store.versions(name)
-        active = store.active(name)
+        try:
+            active = store.active(name)
+        except ArtifactCorrupt as e:  # list the versions all the same: `vqrec activate` repairs the alias
+            active, alias_error = None, str(e)
+    if alias_error is not None:
+        typer.echo(f"warning: {alias_error}", err=True)
     if as_json:
-        typer.echo(json.dumps({"name": name, "active": active, "versions": [i.to_dict() for i in infos]}, indent=2))
+        out = {"name": name, "active": active, "alias_error": alias_error, "versions": [i.to_dict() for i in infos]}
+        typer.echo(json.dumps(out, indent=2))
         return
     header = ("", "version", "created", "items", "method", "u->i r@10", "i->i r@10")
     rows = [header]
@@ -83,7 +113,8 @@ def versions(
     widths = [max(len(r[c]) for r in rows) for c in range(len(header))]
     for r in rows:
         typer.echo("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
-    typer.echo(f"{len(infos)} version(s); * active, - previous" + ("" if active else "; no active version"))
+    state = "; alias unreadable" if alias_error is not None else ("" if active else "; no active version")
+    typer.echo(f"{len(infos)} version(s); * active, - previous{state}")
     for i in infos:
         if i.error is not None:
             typer.echo(f"warning: {i.version}: {i.error}", err=True)
@@ -101,21 +132,29 @@ def publish(
     ] = None,
 ) -> None:
     """Copy an index artifact into the store as a new version (named by its index_version), verifying
-    the copy (checksums, shapes) before it appears. The alias changes only with --activate."""
-    from vqrec.index.errors import ConfigError
+    the copy (checksums, shapes) before it appears. The alias changes only with --activate. A version
+    already stored with the same content is "already published" (not an error): --activate and --keep
+    still run, so a publish killed midway can simply be run again."""
+    from vqrec.index.errors import ConfigError, VqrecError
 
     with _store(index_root) as store:
         if keep is not None and keep < 1:
             raise ConfigError(f"--keep must be >= 1, got {keep}.")
-        version = store.publish_dir(index, name)
+        version, published = store.publish_dir_status(index, name)
         if activate:
             try:
-                store.activate(name, version)
+                _activate(store, name, version)
             except BaseException:
-                store.discard(name, version)
+                if published:  # only what this run added: a version stored before stays
+                    with contextlib.suppress(VqrecError):
+                        store.discard(name, version)
                 raise
         pruned = store.prune(name, keep) if keep is not None else []
-    typer.echo(f"published {name} version {version} at {store.version_dir(name, version)}")
+    where = store.version_dir(name, version)
+    if published:
+        typer.echo(f"published {name} version {version} at {where}")
+    else:
+        typer.echo(f"{name} version {version} already published at {where} (same content)")
     if activate:
         typer.echo(f"active version of {name}: {version}")
     for v in pruned:
@@ -128,9 +167,10 @@ def activate_(
     version: Annotated[str, typer.Argument(help="Version id (see `vqrec versions NAME`).")],
     index_root: IndexRoot,
 ) -> None:
-    """Point an index's alias at a stored version (atomically), after checking it loads and verifies."""
+    """Point an index's alias at a stored version (atomically), after checking it loads and verifies.
+    An unreadable alias is replaced (the previous version is then unknown)."""
     with _store(index_root) as store:
-        _echo_alias(name, store.activate(name, version))
+        _echo_alias(name, _activate(store, name, version))
 
 
 @app.command()
