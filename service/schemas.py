@@ -226,6 +226,18 @@ class Health(BaseModel):
     status: str
 
 
+class ErrorInfo(BaseModel):
+    code: str = Field(description="machine-readable: unknown_index, invalid_k, payload_too_large, ...")
+    message: str = Field(description="what was wrong, naming the value (long ids truncated)")
+    details: dict[str, Any] | None = Field(default=None, description="per-error extras, e.g. the fields at fault")
+
+
+class ErrorResponse(BaseModel):
+    """The one error body of every 4xx/5xx the service answers (service/errors.py)."""
+
+    error: ErrorInfo
+
+
 class Readiness(BaseModel):
     status: str
     indexes: dict[str, str] = Field(description="name -> index_version (empty: no index published yet)")

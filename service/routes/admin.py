@@ -20,10 +20,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from .. import reload
 from ..auth import AdminAuth
 from ..deps import RegistryDep
+from ..openapi import ADMIN, errors
 
 logger = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[AdminAuth])
+router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[AdminAuth], responses=ADMIN)
 
 
 class ReloadRequest(BaseModel):
@@ -73,11 +74,16 @@ async def admin_indexes(request: Request, registry: RegistryDep) -> dict[str, An
 @router.post(
     "/indexes/{name}/reload",
     summary="load, verify and self-test a version, then swap it in atomically",
-    responses={
-        404: {"description": "unknown index"},
-        409: {"description": "a reload of this index is running"},
-        422: {"description": "the candidate failed to load, verify or self-test; the old version serves"},
-    },
+    responses=errors(
+        404,
+        409,
+        422,
+        why={
+            404: "unknown index (not served, and not found in the index root)",
+            409: "a reload of this index is running",
+            422: "the candidate failed to load, verify or self-test; the old version serves",
+        },
+    ),
 )
 def reload_index(
     name: str, request: Request, registry: RegistryDep, body: ReloadRequest | None = None
@@ -89,11 +95,16 @@ def reload_index(
 @router.post(
     "/indexes/{name}/rollback",
     summary="reload the alias's previous version (same checks), flipping the alias back to it",
-    responses={
-        404: {"description": "unknown index"},
-        409: {"description": "reload running, or nothing to roll back"},
-        422: {"description": "the previous version failed to load, verify or self-test"},
-    },
+    responses=errors(
+        404,
+        409,
+        422,
+        why={
+            404: "unknown index",
+            409: "reload running, or nothing to roll back",
+            422: "the previous version failed to load, verify or self-test",
+        },
+    ),
 )
 def rollback_index(name: str, request: Request, registry: RegistryDep) -> dict[str, Any]:
     return reload.reload_index(request.app, registry, name, None, rollback=True)

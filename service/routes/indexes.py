@@ -8,9 +8,10 @@ from fastapi import APIRouter
 from vqrec.index import CompressedIndex
 
 from ..deps import IndexDep, RegistryDep
+from ..openapi import READ
 from ..schemas import IndexDetail, IndexList, IndexSummary, ItemInfo, SemanticIdsSummary, UnavailableIndex
 
-router = APIRouter(prefix="/v1/indexes", tags=["indexes"])
+router = APIRouter(prefix="/v1/indexes", tags=["indexes"], responses=READ)
 
 
 def summarize(name: str, index: CompressedIndex) -> IndexSummary:

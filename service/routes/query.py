@@ -26,6 +26,7 @@ from vqrec.index import CompressedIndex, DimensionMismatchError, NonFiniteError,
 from ..deps import IndexDep, SettingsDep
 from ..errors import BatchTooLargeError, ExcludeTooLargeError, InvalidKError
 from ..metrics import count_served
+from ..openapi import QUERY
 from ..schemas import (
     FLOAT32_MAX,
     BatchQueryResponse,
@@ -38,7 +39,7 @@ from ..schemas import (
 )
 from ..settings import Settings
 
-router = APIRouter(prefix="/v1/indexes/{name}", tags=["query"])
+router = APIRouter(prefix="/v1/indexes/{name}", tags=["query"], responses=QUERY)
 
 Query = RecommendRequest | SimilarRequest
 ByIds = Callable[..., list[SearchResult]]

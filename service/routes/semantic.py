@@ -31,6 +31,7 @@ from vqrec.index.semantic import SemanticIds
 
 from ..deps import IndexDep, SettingsDep
 from ..errors import BatchTooLargeError, InvalidSemanticIdError, NoSemanticIdsError, UnknownIdsError
+from ..openapi import QUERY, errors
 from ..schemas import (
     Entity,
     LookupRequest,
@@ -42,9 +43,9 @@ from ..schemas import (
     SemanticIdResponse,
 )
 
-router = APIRouter(prefix="/v1/indexes/{name}", tags=["semantic ids"])
+router = APIRouter(prefix="/v1/indexes/{name}", tags=["semantic ids"], responses=QUERY)
 
-_NO_IDS = {404: {"description": "unknown index or id, or the index has no semantic ids (no_semantic_ids)"}}
+_NO_IDS = errors(404, why={404: "unknown index or id, or the index has no semantic ids (no_semantic_ids)"})
 _SHOWN = 5  # unknown ids named in a 404 message (details.unknown holds up to _LISTED)
 _LISTED = 100
 
@@ -112,7 +113,7 @@ def _quote(values: list[str]) -> str:
     "/semantic-ids/lookup",
     response_model=LookupResponse,
     summary="many semantic ids at once: by item or user id, or resolve semantic ids to ids",
-    responses={**_NO_IDS, 413: {"description": "more ids than settings.max_batch"}},
+    responses={**_NO_IDS, **errors(413, why={413: "more ids than settings.max_batch, or the body is too large"})},
 )
 def lookup(name: str, body: LookupRequest, index: IndexDep, settings: SettingsDep) -> LookupResponse:
     """Exactly one of ``item_ids``, ``user_ids`` or ``semantic_ids`` (with ``entity`` "item" (default) or

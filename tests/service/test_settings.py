@@ -92,6 +92,6 @@ def test_uvicorn_factory_reads_environment(index_root, svc_data, server, free_po
     ) as base:
         r = httpx.get(f"{base}/readyz", timeout=2)
         assert r.status_code == 200
-        assert r.json() == {"status": "ready", "indexes": {"demo": svc_data.index.version}}
+        assert r.json() == {"status": "ready", "indexes": {"demo": svc_data.index.version}, "removed": {}}
         q = httpx.post(f"{base}/v1/indexes/demo/recommend", json={"user_id": "u1", "k": 3})
         assert q.status_code == 200 and len(q.json()["results"]) == 3
