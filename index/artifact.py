@@ -20,8 +20,24 @@ A directory, readable with plain numpy (no pickles); see docs/artifacts.md:
 
 Format 2 added the semantic-id files; format 1 artifacts (no semantic ids) still load.
 
-Publishing is atomic (temporary directory + rename); loading checks the format version, every
-file's size and sha256, and the shapes, and names the file at fault.
+Publishing is atomic (temporary directory + rename). The manifest covers itself: its last field,
+``manifest_sha256``, is the sha256 of manifest.json's bytes with that value written as 64 zeros
+(artifact_io.write_manifest). A field of its own rather than a sidecar file because the manifest is the one
+file every copier already carries (``IndexStore.publish_dir`` copies the files the manifest lists, plus the
+manifest), and format 1/2 readers ignore an unknown field, so the format version stays 2 and an older vqrec
+still reads new artifacts.
+
+Loading, in this order (the first fault found is raised, as ArtifactCorrupt naming the file):
+  1. the manifest: kind, format version, its schema (index/manifest.py: every field's type, range and
+     allowed values, naming the field);
+  2. every listed file's size, and its sha256 when ``verify`` (the default);
+  3. each array: dtype and shape against the manifest, every float array finite (NaN/inf refused) and the
+     norms non-negative; then the manifest's counts against the arrays (n_users, code_size, norm_explicit
+     against item_scale.npy);
+  4. the manifest's own checksum, when it has one (artifacts written before it existed have none and
+     load unchecked). Verified even with ``verify=False``: it costs one sha256 of a few KB. It comes last so
+     that a manifest contradicted by its files gets the more precise message from step 1-3; a manifest
+     changed consistently (another metric in both places, another lut_path, ...) fails here.
 """
 
 from __future__ import annotations
@@ -35,11 +51,20 @@ from typing import Any
 
 import numpy as np
 
-from .artifact_io import atomic_dir, load_npy, read_manifest, verify_files, write_manifest
+from .artifact_io import (
+    MANIFEST,
+    atomic_dir,
+    load_npy,
+    read_manifest_bytes,
+    verify_files,
+    verify_manifest_checksum,
+    write_manifest,
+)
 from .codebooks import Codebooks, load_npz
 from .embeddings import read_ids
 from .errors import ArtifactCorrupt, ConfigError
 from .index import CompressedIndex, UserStore
+from .manifest import validate_index_manifest
 from .semantic import SemanticIds
 
 logger = logging.getLogger(__name__)
@@ -47,6 +72,8 @@ logger = logging.getLogger(__name__)
 INDEX_FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 _SEMANTIC_DTYPES = (np.uint8, np.uint16, np.uint32)
+_VECTOR_DTYPES = (np.float16, np.float32)
+_FINITE_CHUNK = 1 << 20  # elements per np.isfinite pass: bounds the temporary bool array (1 MB)
 
 
 def _write_ids(path: str, ids: list[str]) -> None:
@@ -97,7 +124,7 @@ def save_index(
         sizes = {name: os.path.getsize(os.path.join(tmp, name)) for name in os.listdir(tmp)}
         n = len(index)
         per_item_files = ["codes.npy", "item_norms.npy", "item_zero.npy", "item_scale.npy", "item_ids.txt"]
-        base = {k: v for k, v in index.manifest.items() if k not in ("files", "evaluation")}
+        base = {k: v for k, v in index.manifest.items() if k not in ("files", "evaluation", "manifest_sha256")}
         manifest = {
             "artifact": "index",
             "format_version": INDEX_FORMAT_VERSION,
@@ -125,26 +152,33 @@ def save_index(
             "train_report": cb.report,
             "evaluation": evaluation if evaluation is not None else index.manifest.get("evaluation", {}),
         }
-        manifest = write_manifest(tmp, manifest)
+        manifest = write_manifest(tmp, manifest, checksum=True)
+        validate_index_manifest(tmp, manifest)  # never publish what load_index would refuse (e.g. a bad evaluation)
     index.manifest = manifest
     index.path = path
     return manifest
 
 
 def load_index(path: str, *, mmap: bool = True, verify: bool = True) -> CompressedIndex:
-    """Load and check an index artifact. Raises ArtifactError (naming the file) when it is not usable."""
+    """Load and check an index artifact (the steps: module docstring). Raises ArtifactError (naming the
+    file) when it is not usable. ``verify=False`` skips the data files' sha256 only (sizes, shapes, finite
+    values and the manifest's own checksum are always checked)."""
     t0 = time.perf_counter()
-    manifest = read_manifest(path, artifact="index", versions=READABLE_VERSIONS)
+    manifest, raw = read_manifest_bytes(path, artifact="index", versions=READABLE_VERSIONS)
+    validate_index_manifest(path, manifest)
     verify_files(path, manifest, checksums=verify)
     files = manifest["files"]
     for required in ("codebooks.npz", "codes.npy", "item_ids.txt", "item_norms.npy", "item_zero.npy"):
         if required not in files:
             raise ArtifactCorrupt(f"{os.path.join(path, required)}: missing from the manifest.")
-    method = manifest.get("method", {})
+    method = manifest["method"]
+    arrays = load_npz(os.path.join(path, "codebooks.npz"))
+    for key, arr in arrays.items():
+        _finite(path, "codebooks.npz", arr, what=key)
     try:
         cb = Codebooks.from_arrays(
             method,
-            load_npz(os.path.join(path, "codebooks.npz")),
+            arrays,
             config=manifest.get("trainer_config", {}),
             report=manifest.get("train_report", {}),
         )
@@ -154,9 +188,10 @@ def load_index(path: str, *, mmap: bool = True, verify: bool = True) -> Compress
     ids = read_ids(os.path.join(path, "item_ids.txt"))
     norms = load_npy(path, "item_norms.npy")
     zero = load_npy(path, "item_zero.npy")
-    n = manifest.get("n_items")
+    n = manifest["n_items"]
     _expect(path, "codes.npy", codes, (n, cb.M), np.uint8)
     _expect(path, "item_norms.npy", norms, (n,), np.float32)
+    _finite(path, "item_norms.npy", norms, nonnegative=True)
     _expect(path, "item_zero.npy", zero, (n,), np.bool_)
     if len(ids) != n:
         raise ArtifactCorrupt(f"{os.path.join(path, 'item_ids.txt')}: {len(ids)} ids, manifest says n_items={n}.")
@@ -168,11 +203,18 @@ def load_index(path: str, *, mmap: bool = True, verify: bool = True) -> Compress
             raise ArtifactCorrupt(f"{os.path.join(path, 'item_scale.npy')}: missing (norm-explicit codebooks).")
         scale = load_npy(path, "item_scale.npy")
         _expect(path, "item_scale.npy", scale, (n,), np.float32)
+        _finite(path, "item_scale.npy", scale, nonnegative=True)
+    elif "item_scale.npy" in files:
+        raise ArtifactCorrupt(
+            f"{os.path.join(path, MANIFEST)}: method.norm_explicit is false but item_scale.npy is present "
+            "(it is written only for norm-explicit codebooks, whose scores need it)."
+        )
     tables = None
     if "pair_tables.npy" in files:
         tables = load_npy(path, "pair_tables.npy", mmap=mmap)
         want = (cb.M, cb.M, cb.ksub, cb.ksub) if cb.kind == "rq" else (cb.M, cb.ksub, cb.ksub)
         _expect(path, "pair_tables.npy", tables, want, np.float32)
+        _finite(path, "pair_tables.npy", tables)
     users = None
     if "user_ids.txt" in files:
         uids = read_ids(os.path.join(path, "user_ids.txt"))
@@ -183,12 +225,14 @@ def load_index(path: str, *, mmap: bool = True, verify: bool = True) -> Compress
             if "user_scale.npy" in files:
                 us = load_npy(path, "user_scale.npy")
                 _expect(path, "user_scale.npy", us, (len(uids),), np.float32)
+                _finite(path, "user_scale.npy", us, nonnegative=True)
             users = UserStore(ids=uids, storage="codes", codes=uc, scale=us)
         elif "user_vectors.npy" in files:
             uv = load_npy(path, "user_vectors.npy")
-            if uv.dtype not in (np.float16, np.float32):
+            if uv.dtype not in _VECTOR_DTYPES:
                 raise ArtifactCorrupt(f"{os.path.join(path, 'user_vectors.npy')}: dtype {uv.dtype}.")
             _expect(path, "user_vectors.npy", uv, (len(uids), cb.d), uv.dtype)
+            _finite(path, "user_vectors.npy", uv)
             users = UserStore(ids=uids, storage=str(uv.dtype), vectors=uv)  # type: ignore[arg-type]
         else:
             raise ArtifactCorrupt(f"{path}: user_ids.txt without user_vectors.npy or user_codes.npy.")
@@ -198,7 +242,14 @@ def load_index(path: str, *, mmap: bool = True, verify: bool = True) -> Compress
     iv = None
     if "item_vectors.npy" in files:
         iv = load_npy(path, "item_vectors.npy", mmap=mmap)
+        if iv.dtype not in _VECTOR_DTYPES:
+            raise ArtifactCorrupt(
+                f"{os.path.join(path, 'item_vectors.npy')}: dtype {iv.dtype}, expected float16 or float32."
+            )
         _expect(path, "item_vectors.npy", iv, (n, cb.d), iv.dtype)
+        _finite(path, "item_vectors.npy", iv)
+    _check_counts(path, manifest, cb, users)
+    verify_manifest_checksum(path, manifest, raw)
     try:
         index = CompressedIndex(
             codebooks=cb,
@@ -233,6 +284,43 @@ def load_index(path: str, *, mmap: bool = True, verify: bool = True) -> Compress
     return index
 
 
+def _check_counts(path: str, manifest: dict[str, Any], cb: Codebooks, users: UserStore | None) -> None:
+    """The manifest's counts and header against what the files hold."""
+    mpath = os.path.join(path, MANIFEST)
+    code_size = manifest["method"].get("code_size", cb.code_size)
+    if code_size != cb.code_size:
+        raise ArtifactCorrupt(f"{mpath}: method.code_size: {code_size}, expected M = {cb.M}.")
+    nu = len(users.ids) if users is not None else 0
+    if manifest.get("n_users", nu) != nu:
+        raise ArtifactCorrupt(
+            f"{mpath}: n_users: {manifest['n_users']}, but user_ids.txt holds {nu} ids"
+            + ("" if users is not None else " (there is no user_ids.txt)")
+            + "."
+        )
+
+
+def _finite(path: str, name: str, arr: np.ndarray, *, what: str | None = None, nonnegative: bool = False) -> None:
+    """Refuse NaN / inf (and, with ``nonnegative``, values < 0) in a float array, naming the file.
+
+    One pass over the data in chunks of ``_FINITE_CHUNK`` elements: a memory-mapped array is read once,
+    without a full-size temporary."""
+    if arr.dtype.kind not in "fc" or arr.size == 0:
+        return
+    order = "F" if arr.flags.f_contiguous and not arr.flags.c_contiguous else "C"
+    flat = arr.reshape(-1, order=order)  # a view of a contiguous array (memory-mapped or not)
+    label = f"{os.path.join(path, name)}: {what + ' ' if what else ''}"
+    for i0 in range(0, flat.size, _FINITE_CHUNK):
+        block = np.asarray(flat[i0 : i0 + _FINITE_CHUNK])
+        bad = ~np.isfinite(block)
+        if nonnegative:
+            bad |= block < 0
+        if bad.any():
+            j = int(np.argmax(bad))
+            at = tuple(int(x) for x in np.unravel_index(i0 + j, arr.shape, order=order))
+            why = "a negative norm" if np.isfinite(block[j]) else "NaN or inf"
+            raise ArtifactCorrupt(f"{label}holds {why} ({block[j]} at {at}); refusing non-finite or invalid scores.")
+
+
 def _load_semantic(path: str, files: dict[str, Any], meta: Any, kind: str, ids: list[str] | None) -> SemanticIds | None:
     cname, sname = f"{kind}_semantic_codes.npy", f"{kind}_semantic_suffix.npy"
     if cname not in files and sname not in files:
@@ -242,8 +330,8 @@ def _load_semantic(path: str, files: dict[str, Any], meta: Any, kind: str, ids: 
     if ids is None:
         raise ArtifactCorrupt(f"{os.path.join(path, cname)}: {kind} semantic ids without {kind}s in the index.")
     sizes = meta.get("codebook_sizes") if isinstance(meta, dict) else None
-    if not isinstance(sizes, list) or not sizes or not all(isinstance(k, int) and k > 0 for k in sizes):
-        raise ArtifactCorrupt(f"{os.path.join(path, 'manifest.json')}: semantic_ids.codebook_sizes missing or invalid.")
+    if not isinstance(sizes, list) or not sizes or not all(isinstance(k, int) and k > 0 for k in sizes):  # schema
+        raise ArtifactCorrupt(f"{os.path.join(path, MANIFEST)}: semantic_ids.codebook_sizes missing or invalid.")
     codes = load_npy(path, cname)
     suffix = load_npy(path, sname)
     if codes.dtype not in _SEMANTIC_DTYPES:

@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -23,6 +24,9 @@ import numpy as np
 from .errors import ArtifactCorrupt, ArtifactError, ArtifactNotFound, FormatVersionError
 
 MANIFEST = "manifest.json"
+CHECKSUM_FIELD = "manifest_sha256"  # the manifest's checksum of itself (index artifacts; see write_manifest)
+_ZERO_SHA = "0" * 64
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 def sha256_file(path: str, chunk: int = 1 << 20) -> str:
@@ -70,21 +74,72 @@ def atomic_dir(final: str, *, overwrite: bool = False) -> Iterator[str]:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def write_manifest(dirpath: str, manifest: dict[str, Any]) -> dict[str, Any]:
-    """Add a ``files`` table (sha256 + bytes of every file in ``dirpath``) and write manifest.json."""
+def write_manifest(dirpath: str, manifest: dict[str, Any], *, checksum: bool = False) -> dict[str, Any]:
+    """Add a ``files`` table (sha256 + bytes of every file in ``dirpath``) and write manifest.json.
+
+    With ``checksum`` the manifest also covers itself: its last field, ``manifest_sha256``, is the sha256
+    of the file's exact bytes with that field's value written as 64 zeros (see ``verify_manifest_checksum``).
+    Returns the manifest as written (what a reader of the file gets back)."""
     files = {}
     for name in sorted(os.listdir(dirpath)):
         if name == MANIFEST:
             continue
         p = os.path.join(dirpath, name)
         files[name] = {"sha256": sha256_file(p), "bytes": os.path.getsize(p)}
+    manifest = {k: v for k, v in manifest.items() if k != CHECKSUM_FIELD}
     manifest = {**manifest, "files": files}
-    with open(os.path.join(dirpath, MANIFEST), "w", encoding="utf-8") as f:
-        json.dump(manifest, f, indent=2, sort_keys=False, default=json_default)
-        f.write("\n")
+    text = json.dumps(manifest, indent=2, sort_keys=False, default=json_default)
+    if checksum:
+        # through JSON and back, so the dict returned is the one a reader parses (numpy scalars -> int/float)
+        manifest = {**json.loads(text), CHECKSUM_FIELD: _ZERO_SHA}
+        text = json.dumps(manifest, indent=2, sort_keys=False)
+        data = (text + "\n").encode("utf-8")
+        digest = hashlib.sha256(data).hexdigest()
+        head, pair, tail = data.rpartition(_pair(_ZERO_SHA))  # the last field: its last occurrence
+        data = head + _pair(digest) + tail
+        manifest[CHECKSUM_FIELD] = digest
+    else:
+        data = (text + "\n").encode("utf-8")
+    with open(os.path.join(dirpath, MANIFEST), "wb") as f:
+        f.write(data)
         f.flush()
         os.fsync(f.fileno())
     return manifest
+
+
+def _pair(value: str) -> bytes:
+    """The checksum field as ``json.dumps`` writes it (``"key": "value"``; ASCII, so the bytes are fixed)."""
+    return f'"{CHECKSUM_FIELD}": "{value}"'.encode("ascii")
+
+
+def verify_manifest_checksum(dirpath: str, manifest: dict[str, Any], raw: bytes) -> bool:
+    """Check ``manifest_sha256`` against the manifest's bytes ``raw``; False when the manifest has no such
+    field (artifacts written before it existed), True when it matches, ArtifactCorrupt otherwise.
+
+    The checksum is the sha256 of the file's exact bytes with the field's value replaced by 64 zeros, so
+    every byte but the value itself is covered (a reformatted, re-ordered or edited manifest fails), and
+    the file needs no canonical re-serialization to be checked. The field is the manifest's last, written
+    ``"manifest_sha256": "<64 lowercase hex>"`` just before the closing brace: that position tells it from
+    any same-named key nested in an earlier section."""
+    if CHECKSUM_FIELD not in manifest:
+        return False
+    mpath = os.path.join(dirpath, MANIFEST)
+    value = manifest[CHECKSUM_FIELD]
+    if not isinstance(value, str) or not _HEX64.fullmatch(value):
+        raise ArtifactCorrupt(f"{mpath}: {CHECKSUM_FIELD} {value!r} is not a sha256 (64 lowercase hex digits).")
+    at = raw.rfind(_pair(value))
+    if at < 0 or raw[at + len(_pair(value)) :].strip() != b"}":
+        raise ArtifactCorrupt(
+            f"{mpath}: does not match its checksum: {CHECKSUM_FIELD} is not the last field, in the form save_index "
+            "writes it (the manifest was rewritten)."
+        )
+    digest = hashlib.sha256(raw[:at] + _pair(_ZERO_SHA) + raw[at + len(_pair(value)) :]).hexdigest()
+    if digest != value:
+        raise ArtifactCorrupt(
+            f"{mpath}: does not match its checksum (sha256 {digest[:12]}…, {CHECKSUM_FIELD} says {value[:12]}…): "
+            "the manifest was changed after it was written."
+        )
+    return True
 
 
 def json_default(o: Any) -> Any:
@@ -101,15 +156,21 @@ def json_default(o: Any) -> Any:
 def read_manifest(dirpath: str, *, artifact: str, versions: tuple[int, ...]) -> dict[str, Any]:
     """Read and check ``dirpath/manifest.json``: it exists, parses, is the right artifact kind and
     a known format version."""
+    return read_manifest_bytes(dirpath, artifact=artifact, versions=versions)[0]
+
+
+def read_manifest_bytes(dirpath: str, *, artifact: str, versions: tuple[int, ...]) -> tuple[dict[str, Any], bytes]:
+    """``read_manifest``, also returning the file's bytes (read once: for ``verify_manifest_checksum``)."""
     if not os.path.isdir(dirpath):
         raise ArtifactNotFound(f"{artifact} artifact not found: {dirpath} is not a directory.")
     mpath = os.path.join(dirpath, MANIFEST)
     if not os.path.exists(mpath):
         raise ArtifactCorrupt(f"{mpath}: missing; {dirpath} is not a complete {artifact} artifact.")
     try:
-        with open(mpath, encoding="utf-8") as f:
-            manifest = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        with open(mpath, "rb") as f:
+            raw = f.read()
+        manifest = json.loads(raw.decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise ArtifactCorrupt(f"{mpath}: not valid JSON ({e}).") from None
     if not isinstance(manifest, dict):
         raise ArtifactCorrupt(f"{mpath}: expected a JSON object.")
@@ -117,13 +178,13 @@ def read_manifest(dirpath: str, *, artifact: str, versions: tuple[int, ...]) -> 
     if kind != artifact:
         raise ArtifactCorrupt(f"{mpath}: this is a {kind!r} artifact, expected {artifact!r}.")
     version = manifest.get("format_version")
-    if version not in versions:
+    if version not in versions or isinstance(version, bool):
         raise FormatVersionError(
             f"{mpath}: format_version {version!r} is not one this vqrec reads (reads {list(versions)})."
         )
     if not isinstance(manifest.get("files"), dict):
         raise ArtifactCorrupt(f"{mpath}: no 'files' table.")
-    return manifest
+    return manifest, raw
 
 
 def verify_files(dirpath: str, manifest: dict[str, Any], *, checksums: bool = True) -> None:

@@ -61,7 +61,8 @@ def leftovers(parent: Path, name: str) -> list[str]:
 
 
 def rewrite(path: Path, name: str, data: bytes | None) -> None:
-    """Replace (or with None delete) one file and keep the manifest's size and sha256 consistent."""
+    """Replace (or with None delete) one file and keep the manifest's size and sha256 consistent (and the
+    manifest's own checksum, when it has one: the artifact stays consistently signed)."""
     mpath = path / "manifest.json"
     manifest = json.loads(mpath.read_text())
     if data is None:
@@ -71,6 +72,20 @@ def rewrite(path: Path, name: str, data: bytes | None) -> None:
         (path / name).write_bytes(data)
         manifest["files"][name] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
     mpath.write_text(json.dumps(manifest))
+    resign(path)
+
+
+def resign(path: Path) -> None:
+    """Recompute manifest.json's ``manifest_sha256`` as docs/artifacts.md defines it (the sha256 of the file's
+    bytes with the value written as 64 zeros); nothing for a manifest without one."""
+    mpath = path / "manifest.json"
+    raw = mpath.read_bytes()
+    value = json.loads(raw).get("manifest_sha256")
+    if value is None:
+        return
+    zero = b'"manifest_sha256": "' + b"0" * 64 + b'"'
+    raw = raw.replace(f'"manifest_sha256": "{value}"'.encode(), zero)
+    mpath.write_bytes(raw.replace(zero, f'"manifest_sha256": "{hashlib.sha256(raw).hexdigest()}"'.encode()))
 
 
 def npy_bytes(arr: np.ndarray, tmp: Path) -> bytes:
