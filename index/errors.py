@@ -20,11 +20,32 @@ status codes, and the CLI to exit codes (``vqrec rebuild`` reads ``RebuildError.
     ├── UnknownSemanticIdError         unknown_semantic_id    no entity has that semantic ID
     └── RebuildError                   rebuild_failed         the rebuild job stopped; exit_code says why
 
-Every message names what was wrong and, where there is one, the file and both values. A test pins this
-tree (tests/index/test_errors.py): every error class of the package is defined here.
+Every message names what was wrong and, where there is one, the file and both values. A value a message
+echoes back from its caller (an id) is cut to ``ECHO_LIMIT`` characters and its length (``echo``): a 1 MB
+id makes a short message, in an HTTP error body and on the command line alike. A test pins this tree
+(tests/index/test_errors.py): every error class of the package is defined here.
 """
 
 from __future__ import annotations
+
+ECHO_LIMIT = 100  # characters of a caller's value that a message repeats
+
+
+def shorten(text: str, limit: int = ECHO_LIMIT) -> str:
+    """``text`` when it has at most ``limit`` characters, else its first ``limit`` and its length:
+    ``"AAAA…(1000000 chars)"``."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}…({len(text)} chars)"
+
+
+def echo(value: object, limit: int = ECHO_LIMIT) -> str:
+    """``repr`` of a caller's value for a message, cut like ``shorten``: ``'AAAA'…(1000000 chars)``."""
+    if not isinstance(value, str):
+        return shorten(repr(value), limit)
+    if len(value) <= limit:
+        return repr(value)
+    return f"{value[:limit]!r}…({len(value)} chars)"
 
 
 class VqrecError(ValueError):
@@ -91,7 +112,7 @@ class UnknownIdError(VqrecError):
     def __init__(self, kind: str, ident: str) -> None:
         self.kind = kind
         self.ident = ident
-        super().__init__(f"Unknown {kind} id {ident!r}.")
+        super().__init__(f"Unknown {kind} id {echo(ident)}.")
 
 
 class UnknownItemError(UnknownIdError):

@@ -12,8 +12,11 @@
                                  were not tokenized (the message says how to build them)
     404     not_found            no such route
     405     method_not_allowed   route exists, method does not
+    408     request_timeout      the body did not arrive within settings.body_timeout_seconds (service.limits)
     409     reload_in_progress   admin reload/rollback while one of that index runs
     409     rollback_unavailable admin rollback of a flat (unversioned) index, or an alias with no previous
+    413     payload_too_large    a body over settings.max_body_bytes, refused before it is read or parsed
+                                 (service.limits)
     413     batch_too_large      more queries (or semantic-id lookups) than settings.max_batch
     413     exclude_too_large    more exclude_item_ids than settings.max_exclude
     422     malformed_json       the body is not JSON
@@ -40,6 +43,11 @@ Every response carries ``X-Request-ID`` (the caller's when sane, else a new uuid
 request by service.metrics.ObservabilityMiddleware (``scope["state"]["request_id"]``), reused here.
 
 Domain errors from ``index/`` carry their own ``code``; this module only picks the status.
+
+No body echoes unbounded input (``error_response``): a message's runs of more than 200 characters without a
+space (an id, index name, version or path a client sent) are cut to their first 100 and their length
+(``…(N chars)``), the whole message to 2000 characters, and every string in ``details`` the same way.
+Messages built in index/errors.py cut the ids they name already (``vqrec.index.errors.echo``).
 """
 
 from __future__ import annotations
@@ -56,7 +64,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from vqrec.index.errors import ArtifactError, UnknownIdError, UnknownSemanticIdError, VqrecError
+from vqrec.index.errors import (
+    ECHO_LIMIT,
+    ArtifactError,
+    UnknownIdError,
+    UnknownSemanticIdError,
+    VqrecError,
+    shorten,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -131,6 +146,22 @@ class ExcludeTooLargeError(ServiceError):
     code = "exclude_too_large"
 
 
+class PayloadTooLargeError(ServiceError):
+    """A body over settings.max_body_bytes (answered by service.limits, before the body is read)."""
+
+    status_code = 413
+    code = "payload_too_large"
+    headers = {"Connection": "close"}
+
+
+class RequestTimeoutError(ServiceError):
+    """The body did not arrive within settings.body_timeout_seconds (answered by service.limits)."""
+
+    status_code = 408
+    code = "request_timeout"
+    headers = {"Connection": "close"}
+
+
 class NoSemanticIdsError(ServiceError):
     status_code = 404
     code = "no_semantic_ids"
@@ -153,6 +184,27 @@ class UnknownIdsError(ServiceError):
 
 
 # ---- the body ----------------------------------------------------------------------------------
+MAX_MESSAGE = 2000  # characters of one error message
+_LONG_RUN = re.compile(rf"\S{{{2 * ECHO_LIMIT + 1},}}")  # an echoed value, not words
+
+
+def bounded_message(message: str) -> str:
+    """``message`` as it is sent: runs of more than 2 * ECHO_LIMIT characters without a space cut to
+    ECHO_LIMIT and their length, the whole to MAX_MESSAGE characters."""
+    return shorten(_LONG_RUN.sub(lambda m: shorten(m.group()), message), MAX_MESSAGE)
+
+
+def bounded_details(value: Any) -> Any:
+    """``details`` as they are sent: every string over 2 * ECHO_LIMIT characters cut to ECHO_LIMIT."""
+    if isinstance(value, str):
+        return value if len(value) <= 2 * ECHO_LIMIT else shorten(value)
+    if isinstance(value, dict):
+        return {k: bounded_details(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [bounded_details(v) for v in value]
+    return value
+
+
 def error_response(
     status_code: int,
     code: str,
@@ -161,9 +213,9 @@ def error_response(
     details: dict[str, Any] | None = None,
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
-    body: dict[str, Any] = {"code": code, "message": message}
+    body: dict[str, Any] = {"code": code, "message": bounded_message(message)}
     if details:
-        body["details"] = details
+        body["details"] = bounded_details(details)
     return JSONResponse({"error": body}, status_code=status_code, headers=headers)
 
 
@@ -249,7 +301,13 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     return validation_error_response(exc.errors())
 
 
-_HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
+_HTTP_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    408: "request_timeout",
+    413: "payload_too_large",
+}
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:

@@ -8,6 +8,11 @@ Nothing happens at import: no settings read, no index loaded (and no torch impor
 Auth (service.auth): read key on /v1/indexes/..., admin key on /v1/admin/...; /healthz, /readyz, /docs,
 /openapi.json open; /metrics open unless settings.metrics_public is false. No key configured = auth off.
 Observability (service.metrics): X-Request-ID on every response, /metrics, the vqrec.access log.
+Request limits (service.limits): a body over settings.max_body_bytes is 413 before it is read or parsed, a
+body that does not arrive within settings.body_timeout_seconds is 408, and a request with a body to a route
+that needs a key is authenticated before any of it is read.
+Logging (``configure_logging``): one line per record, control characters escaped (EscapeControlChars);
+``vqrec serve`` hands logging to the service at settings.log_level, so the access lines (INFO) are written.
 Alias polling (service.poller): with settings.poll_seconds > 0 the lifespan starts an AliasPoller task
 (``app.state.poller``; None when off) that reloads a store index whose ACTIVE alias moved, and stops it
 at shutdown.
@@ -23,9 +28,10 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 from threadpoolctl import threadpool_limits
 
-from .auth import AdminAuth, KeyRing, ReadAuth
+from .auth import AdminAuth, KeyRing, ReadAuth, Role
 from .errors import install_error_handlers
-from .metrics import Metrics, ObservabilityMiddleware, RequestIdFilter, metrics_endpoint
+from .limits import RequestLimitsMiddleware
+from .metrics import EscapeControlChars, Metrics, ObservabilityMiddleware, RequestIdFilter, metrics_endpoint
 from .poller import AliasPoller
 from .registry import Registry, load_registry
 from .routes import admin, health, indexes, query, semantic
@@ -34,17 +40,27 @@ from .settings import Settings
 logger = logging.getLogger(__name__)
 
 
-def configure_logging(level: str) -> None:
-    """Send INFO (index loads) somewhere when nothing else configured logging (uvicorn configures only its
-    own loggers). A no-op under a host that already installed root handlers, e.g. pytest."""
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"
+
+
+def configure_logging(level: str, *, force: bool = False) -> None:
+    """The service's log handler on the root logger: stderr, LOG_FORMAT, ``level`` ("trace" is DEBUG), with
+    RequestIdFilter and EscapeControlChars on it (every record one line, whatever a client sent).
+
+    Without ``force``, a no-op under a host that already installed root handlers (e.g. pytest; uvicorn's
+    own configuration touches only its loggers). ``force`` replaces the host's handlers: ``vqrec serve``
+    hands logging over to the service (the CLI's WARNING handler would drop the INFO access lines)."""
     root = logging.getLogger()
-    if not root.handlers:
-        logging.basicConfig(
-            level=level.upper() if level != "trace" else "DEBUG",
-            format="%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s",
-        )
-        for handler in root.handlers:
-            handler.addFilter(RequestIdFilter())
+    if root.handlers and not force:
+        return
+    logging.basicConfig(level=_level(level), format=LOG_FORMAT, force=force)
+    for handler in root.handlers:
+        handler.addFilter(RequestIdFilter())
+        handler.addFilter(EscapeControlChars())
+
+
+def _level(level: str) -> str:
+    return "DEBUG" if level.lower() == "trace" else level.upper()
 
 
 @asynccontextmanager
@@ -89,6 +105,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.poller = None  # the lifespan starts one when settings.poll_seconds > 0
     app.state.metrics = metrics = Metrics(app)
     install_error_handlers(app)
+    # before any route (or its auth dependency) reads a body: the routers' key requirements, by path prefix
+    protected: dict[str, Role] = {"/v1/indexes": "read", "/v1/admin": "admin"}
+    if not settings.metrics_public:
+        protected["/metrics"] = "admin"
+    app.add_middleware(
+        RequestLimitsMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        body_timeout_seconds=settings.body_timeout_seconds,
+        protected=protected,
+    )
     app.add_middleware(ObservabilityMiddleware, metrics=metrics)  # added last: outermost, sees every answer
     app.include_router(health.router)
     app.include_router(indexes.router, dependencies=[ReadAuth])
@@ -104,9 +130,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def run(settings: Settings | None = None) -> None:
-    """Serve with uvicorn on settings.host:settings.port (the ``vqrec serve`` command)."""
+    """Serve with uvicorn on settings.host:settings.port (the ``vqrec serve`` command). uvicorn's loggers
+    go through the service's handler (log_config=None), and its own access line is off: the service writes
+    one JSON access line per request (vqrec.access, INFO)."""
     import uvicorn
 
     settings = settings if settings is not None else Settings()  # type: ignore[call-arg]
     configure_logging(settings.log_level)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        log_config=None,
+        access_log=False,
+    )

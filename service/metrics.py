@@ -3,7 +3,9 @@
 One ``CollectorRegistry`` per app (``app.state.metrics``), so apps and tests never share series:
 
     vqrec_requests_total{route,method,status}    requests answered; route = the route template
-                                                 (/v1/indexes/{name}/recommend), "unmatched" for 404s
+                                                 (/v1/indexes/{name}/recommend), "unmatched" for 404s;
+                                                 method = GET HEAD POST PUT DELETE PATCH OPTIONS or
+                                                 "other"; status = the status answered
     vqrec_request_seconds{route,method}          latency histogram (seconds, in-process)
     vqrec_items_served_total{index}              results returned by the query routes (200s)
     vqrec_index_info{index,version}              1 for each loaded index's active version
@@ -14,7 +16,10 @@ One ``CollectorRegistry`` per app (``app.state.metrics``), so apps and tests nev
     vqrec_reloads_total{index,outcome}           reloads, outcome = success | failure (record_reload)
     vqrec_reload_failures_total{index}           failed reloads
 
-Index series are read from ``app.state.registry`` at scrape time (nothing to keep in sync).
+Index series are read from ``app.state.registry`` at scrape time (nothing to keep in sync). No label value
+comes from a client unchecked: methods outside the seven known ones are "other" and paths no route matches
+are "unmatched", so no request can add a series of its own (the routes, the 8 method values and the
+statuses the service answers with bound them).
 
 ``ObservabilityMiddleware`` (pure ASGI, outermost) gives every request an id (the caller's
 ``X-Request-ID`` when sane, else a uuid4 hex), returns it as ``X-Request-ID`` on every response, errors
@@ -22,12 +27,17 @@ included, exposes it to log records (``request_id`` attribute, via a contextvar 
 counts and times the request, and writes one JSON access line to the ``vqrec.access`` logger:
 request_id, method, route, status, duration_ms, index. Never headers, query strings or bodies, so
 API keys cannot reach the log.
+
+``EscapeControlChars`` (on the service's log handlers, service.main.configure_logging) escapes control
+characters and line separators in every record's message, so no value a client sends (a version, an id, a
+path) can end a log line and forge the next one; the access line is JSON (``json.dumps`` escapes them too).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Iterable
 from contextvars import ContextVar
@@ -40,6 +50,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from vqrec.index.errors import shorten
+
 from .errors import request_id_of
 
 if TYPE_CHECKING:
@@ -49,6 +61,7 @@ access_logger = logging.getLogger("vqrec.access")
 
 request_id_var: ContextVar[str] = ContextVar("vqrec_request_id", default="-")
 
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 RECALL_KINDS = ("user_to_item", "user_to_item_rerank", "item_to_item")
 
@@ -60,6 +73,43 @@ class RequestIdFilter(logging.Filter):
         if not hasattr(record, "request_id"):
             record.request_id = request_id_var.get()
         return True
+
+
+# C0 controls (\n \r \t \x1b ...), DEL, C1 controls (\x85 NEL ...), and the unicode line/paragraph separators:
+# every character str.splitlines() breaks on, and every one a terminal acts on
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape_one(m: re.Match[str]) -> str:
+    c = m.group()
+    return _NAMED.get(c) or (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")
+
+
+def escape_control(text: str) -> str:
+    """``text`` on one line: control characters and line separators as escapes (``\\n``, ``\\x1b``,
+    ``\\u2028``); printable text, non-ASCII included, unchanged."""
+    return _CONTROL.sub(_escape_one, text)
+
+
+class EscapeControlChars(logging.Filter):
+    """Makes every record's message one line (``escape_control``): a value a client sent can not end the
+    line and forge the next. The message is formatted once, escaped, and stored back (args cleared)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format call: the handler reports it as usual
+            return True
+        escaped = escape_control(message)
+        if escaped != message:
+            record.msg, record.args = escaped, None
+        return True
+
+
+def method_label(method: str) -> str:
+    """The method as a label value: one of METHODS, else "other"."""
+    return method if method in METHODS else "other"
 
 
 class _IndexCollector(Collector):
@@ -178,13 +228,15 @@ class ObservabilityMiddleware:
             route = _route_of(scope)
             method = scope.get("method", "")
             index = (scope.get("path_params") or {}).get("name") if route != "unmatched" else None
+            if isinstance(index, str):
+                index = shorten(index)
             m = self.metrics
-            m.requests.labels(route, method, str(status)).inc()
-            m.latency.labels(route, method).observe(elapsed)
+            m.requests.labels(route, method_label(method), str(status)).inc()
+            m.latency.labels(route, method_label(method)).observe(elapsed)
             if access_logger.isEnabledFor(logging.INFO):
                 line: dict[str, Any] = {
                     "request_id": rid,
-                    "method": method,
+                    "method": shorten(method, 32),
                     "route": route,
                     "status": status,
                     "duration_ms": round(elapsed * 1000, 3),

@@ -9,6 +9,17 @@
     VQREC_METRICS_PUBLIC=true              /metrics without a key (false: an admin key is needed)
     VQREC_POLL_SECONDS=0                   > 0: every that many seconds, reload a store index whose
                                            ACTIVE alias moved (service/poller.py); 0 = off
+    VQREC_MAX_BODY_BYTES=16777216          largest request body (16 MiB): larger is 413 payload_too_large,
+                                           refused before it is read or parsed (service/limits.py)
+    VQREC_BODY_TIMEOUT_SECONDS=30          the whole body must arrive within this many seconds of the
+                                           request head, else 408 request_timeout (service/limits.py)
+
+Why 16 MiB: the largest body the other limits allow in practice is a full batch (max_batch = 256 queries)
+of d-dim vectors: 256 x 1024 floats written in full (~21 bytes each) is ~5.5 MB, so 16 MiB holds d = 1024
+three times over (d = 2048: ~11 MB). A query excluding max_exclude = 10,000 ids of 10 characters is
+~0.14 MB, so 16 MiB also holds a full batch of queries each excluding ~4,000 such ids (13.7 MiB). Only the
+product of both maxima (256 x 10,000 = 2.56 M exclusion ids, 34 MiB at 10 characters an id) does not fit:
+parsing that costs ~1.2 s of the event loop and ~250 MB per request. Raise VQREC_MAX_BODY_BYTES for it.
 
 No key configured (neither list) = authentication off. Keys are SecretStr: repr, str and logs show
 ``**********``, never the key.
@@ -54,6 +65,15 @@ class Settings(BaseSettings):
     metrics_public: bool = Field(True, description="serve /metrics without a key (else an admin key is needed)")
     poll_seconds: float = Field(
         0.0, ge=0, allow_inf_nan=False, description="seconds between alias polls (0 = off): reload when the alias moves"
+    )
+    max_body_bytes: int = Field(
+        16 * 1024 * 1024, ge=1, description="largest request body in bytes (larger: 413 before it is read)"
+    )
+    body_timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="seconds from the request head by which the whole body must have arrived (else 408)",
     )
 
     @field_validator("indexes", "api_keys", "admin_keys", mode="before")

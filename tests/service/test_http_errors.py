@@ -271,3 +271,40 @@ def test_unexpected_exception_is_500_with_request_id(client, monkeypatch, caplog
 
     r = client.post(f"{URL}/similar", json={"item_id": "1"}, headers={"X-Request-ID": "req-123"})
     assert_error(r, 500, "internal", ("req-123",))
+
+
+def test_echoed_input_is_truncated(client, assert_error):
+    """A 1 MB id (or a 60 kB index name or path, a 1 MB version) comes back as its first 100 characters and
+    its length, not as a 1 MB error body; the same message reaches the CLI (it is built in index/errors.py)."""
+    from vqrec.index.errors import UnknownUserError
+
+    huge = "A" * 1_000_000
+    long_path = "A" * 60_000  # a URL (the client refuses more than 64 KiB)
+    spaced = "a b " * 250_000  # no long run without a space: the whole message is bounded too
+    cases = [
+        (client.post(f"{URL}/recommend", json={"user_id": huge}), 404, "unknown_user"),
+        (client.post(f"{URL}/similar", json={"item_id": huge, "k": 2}), 404, "unknown_item"),
+        (
+            client.post(f"{URL}/recommend/batch", json={"queries": [{"user_id": "u1"}, {"user_id": huge}]}),
+            404,
+            "unknown_user",
+        ),
+        (client.get(f"{URL}/items/{long_path}"), 404, "unknown_item"),
+        (client.get(f"/v1/indexes/{long_path}"), 404, "unknown_index"),
+        (client.get(f"/{long_path}"), 404, "not_found"),
+        (client.post("/v1/admin/indexes/demo/reload", json={"version": huge}), 422, "reload_failed"),
+        (client.post("/v1/admin/indexes/demo/reload", json={"version": spaced}), 422, "reload_failed"),
+        (client.post(f"{URL}/recommend", json={"user_id": spaced}), 404, "unknown_user"),
+    ]
+    sizes = [len(r.content) for r, _, _ in cases]
+    for r, status, code in cases:
+        err = assert_error(r, status, code)
+        assert len(r.content) < 3000, (code, sizes)  # at most a 2000-character message and short details
+        if code in ("unknown_user", "unknown_item"):
+            assert "(1000000 chars)" in err["message"] or "(60000 chars)" in err["message"], err["message"]
+            assert "A" * 100 in err["message"] or "a b " * 25 in err["message"], err["message"]
+    assert sizes[0] < 300, sizes  # was 1,000,065 bytes
+    assert client.post(f"{URL}/recommend", json={"user_id": "u1", "k": 2}).status_code == 200
+    msg = str(UnknownUserError(huge))
+    assert msg == f"Unknown user id {'A' * 100!r}…(1000000 chars).", msg[:300]
+    assert str(UnknownUserError("u-42")) == "Unknown user id 'u-42'."

@@ -174,3 +174,41 @@ def test_access_log_line(client, caplog):
     ]
     assert all(isinstance(x["duration_ms"], float) and x["duration_ms"] >= 0 for x in lines)
     assert [rec.request_id for rec in caplog.records if rec.name == "vqrec.access"] == ["r-1", "r-2"]
+
+
+def _series(c) -> set[tuple[str, tuple[tuple[str, str], ...]]]:
+    return set(scrape(c))
+
+
+def test_request_labels_are_bounded(fresh):
+    """Methods, paths and statuses a client chooses never become label values of their own: any method
+    outside GET HEAD POST PUT DELETE PATCH OPTIONS is "other", any path no route matches is "unmatched", a
+    status is one the service answers with. Two rounds of 200 requests with fresh random methods and
+    paths: the second adds no series at all."""
+    import random
+
+    rnd = random.Random(7)
+    known = ["/healthz", "/v1/indexes/demo/recommend", "/v1/indexes", "/metrics"]
+
+    def traffic(round_no: int) -> None:
+        methods = [f"X{round_no}{rnd.randrange(10**6)}" for _ in range(35)] + ["PROPFIND", "MKCOL", "TRACE"]
+        for i in range(200):
+            path = known[i % 4] if i % 3 == 0 else f"/{rnd.randrange(10**9)}/{round_no}/x{rnd.randrange(10**6)}"
+            fresh.request(rnd.choice(methods), path)
+            if i % 10 == 0:  # unknown names under a template stay that template
+                fresh.get(f"/v1/indexes/nope{rnd.randrange(10**6)}")
+
+    base = _series(fresh)
+    traffic(1)
+    after_one = _series(fresh)
+    traffic(2)
+    after_two = _series(fresh)
+    added = sorted(after_one - base)
+    # a few (route, method, status) sets, a histogram each: 160 here (the methods as sent made 1,860)
+    assert len(added) <= 250, (len(base), len(after_one), added[:5])
+    assert after_two - after_one == set(), sorted(after_two - after_one)[:5]
+    methods = {dict(labels).get("method") for name, labels in after_two if name.startswith("vqrec_request")}
+    assert methods <= {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "other"}, methods
+    routes = {dict(labels).get("route") for name, labels in after_two if name.startswith("vqrec_request")}
+    reachable = {"/healthz", "/metrics", "/v1/indexes", "/v1/indexes/{name}", "/v1/indexes/{name}/recommend"}
+    assert routes <= reachable | {"unmatched"}, routes

@@ -76,7 +76,10 @@ RayAddress = Annotated[
 
 # ---- behaviour shared by every command ------------------------------------------------------------
 def setup_logging(verbose: bool) -> None:
-    """The CLI is the only place that configures logging: INFO with ``-v``, else WARNING."""
+    """The CLI is the only place that configures logging: INFO with ``-v``, else WARNING. ``vqrec serve``
+    (and ``demo`` when it serves) then hands logging to the service at ``--log-level`` / ``VQREC_LOG_LEVEL``
+    (default info: one JSON access line per request), so serving logs requests while the other commands
+    stay quiet."""
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )

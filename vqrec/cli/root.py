@@ -34,7 +34,9 @@ app = new_app(
 
 @app.callback()
 def _main(
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details (INFO).")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Log progress details (INFO). `serve` logs at its --log-level.")
+    ] = False,
 ) -> None:
     setup_logging(verbose)
 

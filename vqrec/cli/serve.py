@@ -26,14 +26,22 @@ def serve(
     ],
     host: Host = "127.0.0.1",
     port: Port = 8000,
-    log_level: Annotated[str, typer.Option(envvar="VQREC_LOG_LEVEL", help="uvicorn log level.")] = "info",
+    log_level: Annotated[
+        str,
+        typer.Option(
+            envvar="VQREC_LOG_LEVEL",
+            help="Log level of the service and uvicorn: critical, error, warning, info (one JSON access line per "
+            "request), debug or trace.",
+        ),
+    ] = "info",
 ) -> None:
-    """Serve every index under --index-root over REST (docs at /docs). Other settings: VQREC_* env."""
+    """Serve every index under --index-root over REST (docs at /docs). Other settings: VQREC_* env.
+    Logs go to stderr at --log-level (the CLI's own WARNING setting and -v do not apply here)."""
     if not os.path.isdir(index_root):
         raise fail(FileNotFoundError(f"index root not found: {index_root}"))
     from pydantic import ValidationError
 
-    from vqrec.service.main import run
+    from vqrec.service.main import configure_logging, run
     from vqrec.service.settings import Settings
 
     try:
@@ -41,6 +49,8 @@ def serve(
     except ValidationError as e:
         bad = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors())
         raise fail(ValueError(f"invalid settings: {bad}")) from None
+    # the service's handler and level replace the CLI's (WARNING, which would drop the INFO access lines)
+    configure_logging(settings.log_level, force=True)
     run(settings)
 
 
