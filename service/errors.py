@@ -310,8 +310,19 @@ _HTTP_CODES = {
 }
 
 
+def _unparseable(cause: BaseException | None) -> str:
+    """Why FastAPI could not parse a JSON body (its 400 "There was an error parsing the body")."""
+    if isinstance(cause, UnicodeDecodeError):
+        return f"the body is not UTF-8 JSON ({cause.reason} at byte {cause.start})."
+    if isinstance(cause, RecursionError):
+        return "the body is JSON nested too deeply to parse."
+    return f"the body is not valid JSON ({type(cause).__name__ if cause else 'unreadable'})."
+
+
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
+        return error_response(422, "malformed_json", _unparseable(exc.__cause__))
     code = _HTTP_CODES.get(exc.status_code, "http_error")
     message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
     if exc.status_code == 404:

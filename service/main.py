@@ -32,6 +32,7 @@ from .auth import AdminAuth, KeyRing, ReadAuth, Role
 from .errors import install_error_handlers
 from .limits import RequestLimitsMiddleware
 from .metrics import EscapeControlChars, Metrics, ObservabilityMiddleware, RequestIdFilter, metrics_endpoint
+from .openapi import install_openapi
 from .poller import AliasPoller
 from .registry import Registry, load_registry
 from .routes import admin, health, indexes, query, semantic
@@ -126,6 +127,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "/metrics", metrics_endpoint, methods=["GET"], summary="Prometheus metrics", include_in_schema=True
     )
     app.include_router(observability)
+    install_openapi(app, auth=app.state.keyring.enabled, metrics_public=settings.metrics_public)
     return app
 
 
