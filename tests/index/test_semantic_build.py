@@ -138,7 +138,8 @@ def test_attach_aligns_by_id(built, recsys, sem_inputs, tok):
 
 def test_attach_section(built, sem_inputs, tok):
     s = built.section
-    assert built.index.manifest["semantic_ids"] is s
+    # save_index leaves the manifest as written (plain JSON values, with its checksum): the attached section
+    assert built.index.manifest["semantic_ids"] == s
     assert s["levels"] == 3 and s["codebook_sizes"] == SIZES
     assert s["tokenizer"] == {**tok.header(), "path": None, "fingerprint": tok.fingerprint(), "config": tok.config}
     assert s["source"] == {
