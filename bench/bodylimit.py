@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import select
 import socket
 import subprocess
 import sys
@@ -71,15 +72,10 @@ def _upload(port: int, mb: int, *, key: bool, chunked: bool) -> tuple[int, float
         try:
             s.sendall(b"%x\r\n%s\r\n" % (len(first), first) if chunked else first)
             if chunked:  # a streamed body is counted as it arrives: keep sending until the server answers
-                s.settimeout(0.001)
                 for _ in range(mb):
-                    try:
-                        if s.recv(1, socket.MSG_PEEK):
-                            break
-                    except TimeoutError:
-                        pass
+                    if select.select([s], [], [], 0)[0]:
+                        break
                     s.sendall(b"%x\r\n%s\r\n" % (MiB, b"a" * MiB))
-                s.settimeout(30)
         except (BrokenPipeError, ConnectionResetError):
             pass  # refused and closed while we were still sending: the answer is waiting
         status_line = s.makefile("rb").readline()
