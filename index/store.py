@@ -45,7 +45,7 @@ from typing import Any
 
 from .artifact import READABLE_VERSIONS, load_index, save_index
 from .artifact_io import MANIFEST, read_manifest
-from .errors import ArtifactCorrupt, ArtifactNotFound, ConfigError, StoreError, VqrecError
+from .errors import ArtifactCorrupt, ArtifactNotFound, ConfigError, StoreError, VqrecError, echo
 from .index import CompressedIndex
 
 logger = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ class VersionInfo:
 def _check_name(kind: str, value: str) -> str:
     if not isinstance(value, str) or not _SAFE.match(value):
         raise ConfigError(
-            f"invalid {kind} {value!r}: use letters, digits, '.', '_' or '-', starting with a letter or digit."
+            f"invalid {kind} {echo(value)}: use letters, digits, '.', '_' or '-', starting with a letter or digit."
         )
     return value
 

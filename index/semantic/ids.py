@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ..errors import ConfigError, InvalidCursorError, InvalidPrefixError
+from ..errors import ConfigError, InvalidCursorError, InvalidPrefixError, echo
 
 
 # ---- dedup suffixes ----------------------------------------------------------------------------
@@ -122,7 +122,7 @@ class SemanticIds:
         for pos, c in enumerate(prefix):
             if isinstance(c, bool) or not isinstance(c, int | np.integer) or not 0 <= int(c) < self.sizes[pos]:
                 raise InvalidPrefixError(
-                    f"prefix[{pos}] = {c!r} is not a code of level {pos}: "
+                    f"prefix[{pos}] = {echo(c)} is not a code of level {pos}: "
                     f"codes are integers in 0..{self.sizes[pos] - 1}."
                 )
             out.append(int(c))

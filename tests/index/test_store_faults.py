@@ -20,7 +20,7 @@ import pytest
 from tests.conftest import pq_index_factory
 from tests.index.store_kill import kill_publish, stagings
 from vqrec.index import CompressedIndex, save_index
-from vqrec.index.errors import ArtifactCorrupt, ArtifactNotFound, StoreError
+from vqrec.index.errors import ArtifactCorrupt, ArtifactNotFound, ConfigError, StoreError
 from vqrec.index.store import IndexStore
 
 pytestmark = pytest.mark.usefixtures("ticking_clock")
@@ -259,3 +259,12 @@ def test_same_version_id_whose_stored_copy_is_damaged_is_an_error(store, two, tm
     with pytest.raises(StoreError, match=rf"already has version '{v1}'.*does not verify.*codes.npy"):
         store.publish_dir(copy, "movies")
     assert tree_digest(store.root) == before
+
+
+def test_a_huge_version_or_name_is_echoed_truncated(tmp_path) -> None:
+    """An id a caller sends is cut in the message (CLI and HTTP alike): 100 characters and its length."""
+    store = IndexStore(str(tmp_path))
+    for call in (lambda: store.activate("movies", "v" * 1_000_000), lambda: store.versions("n/" * 500_000)):
+        with pytest.raises(ConfigError) as e:
+            call()
+        assert len(str(e.value)) < 400 and "(1000000 chars)" in str(e.value)
