@@ -18,8 +18,6 @@ import argparse
 import os
 import select
 import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -31,8 +29,7 @@ import numpy as np
 
 from vqrec.index import Embeddings, build_index, save_index
 
-from .data import REPO
-from .serving import free_port
+from .serving import serve_process
 from .timing import log
 
 MiB = 1 << 20
@@ -103,26 +100,12 @@ class Probe(threading.Thread):
 
 
 def bench(rounds: int, mb: int) -> dict[str, Any]:
-    tmp = tempfile.mkdtemp(prefix="vqrec-bodylimit-")
-    root = _index_root(tmp)
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VQREC_")}
-    env.update(VQREC_INDEX_ROOT=root, VQREC_API_KEYS=READ_KEY, VQREC_ADMIN_KEYS="bench-admin-key")
-    cmd = [sys.executable, "-m", "uvicorn", "vqrec.service.main:create_app", "--factory", "--host", "127.0.0.1"]
-    cmd += ["--port", str(port), "--log-level", "warning", "--no-access-log"]
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError("the service did not become ready")
-            time.sleep(0.2)
+    keys = {"VQREC_API_KEYS": READ_KEY, "VQREC_ADMIN_KEYS": "bench-admin-key"}
+    with (
+        tempfile.TemporaryDirectory(prefix="vqrec-bodylimit-") as tmp,
+        serve_process(_index_root(tmp), settings=keys) as (url, proc),
+    ):
+        port = int(url.rsplit(":", 1)[1])
         for _ in range(20):  # warm the probe's and the server's paths
             httpx.get(f"{url}/healthz", timeout=2)
         before = _rss(proc.pid)
@@ -139,9 +122,6 @@ def bench(rounds: int, mb: int) -> dict[str, Any]:
         probe.halt.set()
         probe.join()
         after = _rss(proc.pid)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
     return {
         "mb": mb,
         "rounds": rounds,

@@ -44,14 +44,25 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def serve(index_root: str, *, startup_timeout: float = 90.0) -> Iterator[str]:
+    """Run the real service on a free 127.0.0.1 port until /readyz is 200 and yield its base URL (see
+    ``serve_process``)."""
+    with serve_process(index_root, startup_timeout=startup_timeout) as (url, _):
+        yield url
+
+
+@contextlib.contextmanager
+def serve_process(
+    index_root: str, *, settings: dict[str, str] | None = None, startup_timeout: float = 90.0
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """Run the real service (uvicorn, create_app factory) on a free 127.0.0.1 port until /readyz is 200;
-    yield its base URL; terminate it afterwards. The bench's own service: no ``VQREC_*`` setting of the
-    caller's environment reaches it (API keys, alias polling, index selection would change what is measured)."""
+    yield its base URL and process; terminate it afterwards. The bench's own service: no ``VQREC_*`` setting
+    of the caller's environment reaches it (API keys, alias polling, index selection would change what is
+    measured), only the ``settings`` given here."""
     import httpx
 
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("VQREC_")}
-    env.update(VQREC_INDEX_ROOT=index_root, VQREC_PROGRESS="0")
+    env.update(VQREC_INDEX_ROOT=index_root, VQREC_PROGRESS="0", **(settings or {}))
     logf = tempfile.TemporaryFile(mode="w+")
     cmd = [
         sys.executable,
@@ -84,7 +95,7 @@ def serve(index_root: str, *, startup_timeout: float = 90.0) -> Iterator[str]:
                 logf.seek(0)
                 raise RuntimeError(f"service not ready after {startup_timeout}s:\n{logf.read()[-3000:]}")
             time.sleep(0.2)
-        yield url
+        yield url, proc
     finally:
         proc.terminate()
         try:

@@ -16,7 +16,7 @@ Versions are ordered by the manifest's ``created_at``, then by version id (which
 same timestamp); newest first.
 
 Faults. An alias that is not one (not UTF-8, not a JSON object, a field of the wrong type, a version that
-is not a version id, a directory, a FIFO, a dangling link, larger than ``_ALIAS_MAX_BYTES``) is
+is not a version id, a directory, a FIFO, a dangling link, larger than 1 MiB; index/alias.py) is
 ``ArtifactCorrupt`` naming the file and the repair; it affects its name only, and ``activate`` replaces it
 (the previous version is then unknown; a directory in its place is moved aside, not deleted). A writer
 killed with SIGKILL leaves ``versions/.publish-*`` (or ``.trash-*``): every writer of the name removes them
@@ -31,18 +31,15 @@ from __future__ import annotations
 import contextlib
 import datetime
 import fcntl
-import json
 import logging
 import os
-import re
-import secrets
 import shutil
-import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .alias import ALIAS, STORE_ID, fsync_dir, read_alias, write_alias
 from .artifact import READABLE_VERSIONS, load_index, save_index
 from .artifact_io import MANIFEST, read_manifest
 from .errors import ArtifactCorrupt, ArtifactNotFound, ConfigError, StoreError, VqrecError, echo
@@ -50,12 +47,9 @@ from .index import CompressedIndex
 
 logger = logging.getLogger(__name__)
 
-ALIAS = "ACTIVE"
 VERSIONS = "versions"
 _LOCK = ".lock"
-_SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 _STAGING_PREFIXES = (".publish-", ".trash-")  # hidden work directories of publish / _delete under versions/
-_ALIAS_MAX_BYTES = 1 << 20  # a real alias is ~150 bytes: anything this large is not one
 
 
 @dataclass
@@ -79,25 +73,11 @@ class VersionInfo:
 
 
 def _check_name(kind: str, value: str) -> str:
-    if not isinstance(value, str) or not _SAFE.match(value):
+    if not isinstance(value, str) or not STORE_ID.match(value):
         raise ConfigError(
             f"invalid {kind} {echo(value)}: use letters, digits, '.', '_' or '-', starting with a letter or digit."
         )
     return value
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _short(value: Any) -> str:
-    """``repr(value)``, cut to a readable length (an error message must stay one line)."""
-    r = repr(value)
-    return r if len(r) <= 80 else r[:77] + "..."
 
 
 def _file_sums(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -166,72 +146,13 @@ class IndexStore:
         return sorted(
             e.name
             for e in os.scandir(self.root)
-            if e.is_dir() and not e.name.startswith(".") and _SAFE.match(e.name) and self.is_store_entry(e.path)
+            if e.is_dir() and not e.name.startswith(".") and STORE_ID.match(e.name) and self.is_store_entry(e.path)
         )
 
     def read_alias(self, name: str) -> dict[str, Any] | None:
-        """The alias as stored, or None when ``name`` has none. Anything else than a well-formed alias is
-        ArtifactCorrupt naming the file (never another exception, never a wait: a FIFO is refused)."""
-        p = self.alias_path(name)
-
-        def corrupt(why: str) -> ArtifactCorrupt:
-            return ArtifactCorrupt(
-                f"{p}: {why}; the alias is unreadable (repair it with `vqrec activate {name} VERSION`)."
-            )
-
-        try:
-            fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        except (FileNotFoundError, NotADirectoryError):
-            if os.path.islink(p):
-                raise corrupt(f"alias is a symbolic link to {os.readlink(p)!r}, which does not exist") from None
-            return None
-        except OSError as e:
-            raise corrupt(f"alias cannot be opened ({e.strerror or e})") from None
-        try:
-            st = os.fstat(fd)
-            if stat.S_ISDIR(st.st_mode):
-                raise corrupt("alias is a directory, not a file")
-            if not stat.S_ISREG(st.st_mode):
-                raise corrupt("alias is not a regular file")
-            if st.st_size > _ALIAS_MAX_BYTES:
-                raise corrupt(f"alias is {st.st_size} bytes, larger than {_ALIAS_MAX_BYTES}")
-            chunks = []
-            size = 0
-            while size <= _ALIAS_MAX_BYTES:
-                chunk = os.read(fd, _ALIAS_MAX_BYTES + 1 - size)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                size += len(chunk)
-            raw = b"".join(chunks)
-        except OSError as e:
-            raise corrupt(f"alias cannot be read ({e.strerror or e})") from None
-        finally:
-            os.close(fd)
-        if len(raw) > _ALIAS_MAX_BYTES:
-            raise corrupt(f"alias is larger than {_ALIAS_MAX_BYTES} bytes")
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise corrupt(f"alias is not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start})") from None
-        try:
-            alias = json.loads(text)
-        except ValueError as e:  # JSONDecodeError, and integers too long to convert
-            raise corrupt(f"alias is not valid JSON ({e})") from None
-        except RecursionError:
-            raise corrupt("alias is not valid JSON (nested too deeply)") from None
-        if not isinstance(alias, dict):
-            raise corrupt(f"alias is a JSON {type(alias).__name__}, not an object")
-        version = alias.get("version")
-        if not isinstance(version, str) or not _SAFE.match(version):
-            raise corrupt(f"alias 'version' {_short(version)} is not a version id")
-        prev = alias.get("previous")
-        if prev is not None and (not isinstance(prev, str) or not _SAFE.match(prev)):
-            raise corrupt(f"alias 'previous' {_short(prev)} is not a version id or null")
-        updated = alias.get("updated_at")
-        if updated is not None and not isinstance(updated, str):
-            raise corrupt(f"alias 'updated_at' {_short(updated)} is not a string or null")
-        return alias
+        """The alias as stored, or None when ``name`` has none; anything else than a well-formed alias is
+        ArtifactCorrupt naming the file (index/alias.py)."""
+        return read_alias(self.alias_path(name), name)
 
     def active(self, name: str) -> str | None:
         alias = self.read_alias(name)
@@ -245,7 +166,9 @@ class IndexStore:
         vdir = self.versions_dir(name)
         if not os.path.isdir(vdir):
             return []
-        return [e.name for e in os.scandir(vdir) if e.is_dir() and not e.name.startswith(".") and _SAFE.match(e.name)]
+        return [
+            e.name for e in os.scandir(vdir) if e.is_dir() and not e.name.startswith(".") and STORE_ID.match(e.name)
+        ]
 
     def versions(self, name: str) -> list[VersionInfo]:
         """Every stored version of ``name``, newest first (hidden staging/trash directories skipped)."""
@@ -358,7 +281,7 @@ class IndexStore:
             if os.path.lexists(final):
                 raise StoreError(f"index {name!r} already has version {version!r} ({final}); nothing published.")
             os.rename(staged, final)
-            _fsync_dir(os.path.dirname(final))
+            fsync_dir(os.path.dirname(final))
         except BaseException:
             shutil.rmtree(staged, ignore_errors=True)
             raise
@@ -450,26 +373,7 @@ class IndexStore:
             ) from None
 
     def _write_alias(self, name: str, alias: dict[str, Any]) -> None:
-        d = self.name_dir(name)
-        p = self.alias_path(name)
-        if os.path.isdir(p) and not os.path.islink(p):  # os.replace cannot replace a directory: move it aside
-            aside = os.path.join(d, f".{ALIAS}.unreadable-{secrets.token_hex(4)}")
-            os.rename(p, aside)
-            logger.warning("index %r: the directory %s in place of the alias was moved to %s", name, p, aside)
-        fd, tmp = tempfile.mkstemp(prefix=f".{ALIAS}.tmp-", dir=d)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(alias, f, indent=2)
-                f.write("\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, self.alias_path(name))
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-        _fsync_dir(d)
+        write_alias(self.alias_path(name), name, alias)
 
     def _check_loadable(self, name: str, version: str) -> None:
         p = self.path(name, version)
@@ -548,5 +452,5 @@ class IndexStore:
         vdir = self.versions_dir(name)
         trash = tempfile.mkdtemp(prefix=".trash-", dir=vdir)
         os.rename(os.path.join(vdir, version), os.path.join(trash, version))  # gone from listings at once
-        _fsync_dir(vdir)
+        fsync_dir(vdir)
         shutil.rmtree(trash, ignore_errors=True)
