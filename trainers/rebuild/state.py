@@ -10,7 +10,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import tempfile
 from collections.abc import Iterator
 from typing import Any
@@ -80,17 +79,6 @@ def fingerprint(cfg: RebuildConfig, items: Any, users: Any) -> str:
     h.update(json.dumps(cfg.train, sort_keys=True).encode())
     h.update(repr(cfg.max_relative_mse_increase).encode())
     return h.hexdigest()
-
-
-def clean_stagings(store: Any, name: str) -> None:
-    """Remove interrupted store stagings (``versions/.publish-*``, ``.trash-*``) under the store lock."""
-    vdir = store.versions_dir(name)
-    if not os.path.isdir(vdir):
-        return
-    with store._locked(name):  # a live publish holds this lock while it stages
-        for e in os.scandir(vdir):
-            if e.is_dir() and (e.name.startswith(".publish-") or e.name.startswith(".trash-")):
-                shutil.rmtree(e.path, ignore_errors=True)
 
 
 @contextlib.contextmanager

@@ -35,7 +35,6 @@ from .notify import notify
 from .state import (
     STEPS,
     WORK_DIR,
-    clean_stagings,
     crash_hook,
     fingerprint,
     read_state,
@@ -156,7 +155,7 @@ def open_run(
 def step_resume(run: Run) -> bool:
     """Resume the recorded state (same inputs) or start afresh; False when already up to date (nothing done)."""
     cfg, store, work = run.cfg, run.store, run.work
-    clean_stagings(store, cfg.name)  # leftovers of any killed publish, also when nothing is left to do
+    store.clean_stagings(cfg.name)  # leftovers of any killed publish, also when nothing is left to do
     fp = fingerprint(cfg, run.items, run.users)
     state = read_state(work)
     if state is not None and state.get("fingerprint") != fp:
