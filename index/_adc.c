@@ -15,41 +15,7 @@
 #include <math.h>
 #include <stdint.h>
 
-/* a is worse than b: lower score, or equal score and later row */
-static inline int worse(float sa, int64_t ia, float sb, int64_t ib) {
-    return sa < sb || (sa == sb && ia > ib);
-}
-
-/* min-heap by "worse": the root is the worst of the kept candidates */
-static void sift_down(float *hs, int64_t *hi, int64_t n, int64_t pos) {
-    float s = hs[pos];
-    int64_t id = hi[pos];
-    for (;;) {
-        int64_t c = 2 * pos + 1;
-        if (c >= n) break;
-        if (c + 1 < n && worse(hs[c + 1], hi[c + 1], hs[c], hi[c])) c++;
-        if (!worse(hs[c], hi[c], s, id)) break;
-        hs[pos] = hs[c];
-        hi[pos] = hi[c];
-        pos = c;
-    }
-    hs[pos] = s;
-    hi[pos] = id;
-}
-
-static void sift_up(float *hs, int64_t *hi, int64_t pos) {
-    float s = hs[pos];
-    int64_t id = hi[pos];
-    while (pos > 0) {
-        int64_t p = (pos - 1) / 2;
-        if (!worse(s, id, hs[p], hi[p])) break;
-        hs[pos] = hs[p];
-        hi[pos] = hi[p];
-        pos = p;
-    }
-    hs[pos] = s;
-    hi[pos] = id;
-}
+#include "_topk.h"
 
 static inline float scan_one(const float *lut, const uint8_t *c, int64_t M, int64_t ksub) {
     float s0 = 0.f, s1 = 0.f, s2 = 0.f, s3 = 0.f;
@@ -64,37 +30,6 @@ static inline float scan_one(const float *lut, const uint8_t *c, int64_t M, int6
     return (s0 + s1) + (s2 + s3);
 }
 
-static inline void heap_push(float *D, int64_t *I, int64_t *n, int64_t k, float v, int64_t i) {
-    if (!(v > -INFINITY)) return; /* -inf or NaN: masked out */
-    if (*n < k) {
-        D[*n] = v;
-        I[*n] = i;
-        sift_up(D, I, *n);
-        (*n)++;
-    } else if (worse(D[0], I[0], v, i)) {
-        D[0] = v;
-        I[0] = i;
-        sift_down(D, I, *n, 0);
-    }
-}
-
-/* heap sort: repeatedly move the worst to the end -> best first; pad to k */
-static void heap_finish(float *D, int64_t *I, int64_t n, int64_t k) {
-    for (int64_t end = n - 1; end > 0; end--) {
-        float ts = D[0];
-        int64_t ti = I[0];
-        D[0] = D[end];
-        I[0] = I[end];
-        D[end] = ts;
-        I[end] = ti;
-        sift_down(D, I, end, 0);
-    }
-    for (int64_t j = n; j < k; j++) {
-        D[j] = -INFINITY;
-        I[j] = -1;
-    }
-}
-
 static void scan_range(const float *lut, int64_t M, int64_t ksub, const uint8_t *codes, int64_t i0,
                        int64_t i1, float alpha, const float *scale, const float *bias, int64_t k,
                        float *D, int64_t *I, int64_t *n) {
@@ -104,6 +39,13 @@ static void scan_range(const float *lut, int64_t M, int64_t ksub, const uint8_t 
         if (bias) v += bias[i];
         heap_push(D, I, n, k, v, i);
     }
+}
+
+/* scan rows [i0, i1) into a heap of n entries (the partitioned search of _fastscan.c scans lists with it) */
+void vqrec_scan_range8(const float *lut, int64_t M, int64_t ksub, const uint8_t *codes, int64_t i0, int64_t i1,
+                       float alpha, const float *scale, const float *bias, int64_t k, float *D, int64_t *I,
+                       int64_t *n) {
+    scan_range(lut, M, ksub, codes, i0, i1, alpha, scale, bias, k, D, I, n);
 }
 
 int64_t vqrec_adc_topk(const float *lut, int64_t M, int64_t ksub, const uint8_t *codes, int64_t nb,

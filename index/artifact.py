@@ -14,6 +14,9 @@ A directory, readable with plain numpy (no pickles); see docs/artifacts.md:
     user_ids.txt        optional, with user_vectors.npy (nu, d) float32|float16 or user_codes.npy (nu, M) uint8
                         (+ user_scale.npy (nu,) float32 with norm-explicit codebooks)
     item_vectors.npy    optional (n, d) float16|float32, for exact re-ranking
+    partition_centroids.npy   optional (nlist, d) float32: list centroids in code space (partitioned index)
+    partition_lists.npy (nlist+1,) int64: list l holds rows [l] .. [l+1]-1 (every per-item file is in list
+                        order; the manifest's ``partition`` section: nlist, kind, default nprobe, list sizes)
     item_semantic_codes.npy   optional (n, L) uint8|uint16|uint32: semantic-id codes (format 2)
     item_semantic_suffix.npy  (n,) uint32 dedup suffix; user_semantic_*.npy the same for users
                         (the manifest's ``semantic_ids`` section: levels, codebook sizes, tokenizer, report)
@@ -65,6 +68,7 @@ from .embeddings import read_ids
 from .errors import ArtifactCorrupt, ConfigError
 from .index import CompressedIndex, UserStore
 from .manifest import validate_index_manifest
+from .partition import Partition
 from .semantic import SemanticIds
 
 logger = logging.getLogger(__name__)
@@ -116,6 +120,9 @@ def save_index(
                 np.save(os.path.join(tmp, "user_vectors.npy"), index.users.vectors)
         if index.item_vectors is not None:
             np.save(os.path.join(tmp, "item_vectors.npy"), index.item_vectors)
+        if index.partition is not None:
+            np.save(os.path.join(tmp, "partition_centroids.npy"), index.partition.centroids)
+            np.save(os.path.join(tmp, "partition_lists.npy"), index.partition.list_rows)
         for kind, sem in (("item", index.semantic_items), ("user", index.semantic_users)):
             if sem is not None:
                 np.save(os.path.join(tmp, f"{kind}_semantic_codes.npy"), np.ascontiguousarray(sem.codes))
@@ -248,6 +255,7 @@ def load_index(path: str, *, mmap: bool = True, verify: bool = True) -> Compress
             )
         _expect(path, "item_vectors.npy", iv, (n, cb.d), iv.dtype)
         _finite(path, "item_vectors.npy", iv)
+    partition = _load_partition(path, files, manifest, n, cb.d)
     _check_counts(path, manifest, cb, users)
     verify_manifest_checksum(path, manifest, raw)
     try:
@@ -266,6 +274,7 @@ def load_index(path: str, *, mmap: bool = True, verify: bool = True) -> Compress
             path=path,
             semantic_items=sem_items,
             semantic_users=sem_users,
+            partition=partition,
         )
     except ConfigError as e:
         raise ArtifactCorrupt(f"{path}: {e}") from None
@@ -282,6 +291,34 @@ def load_index(path: str, *, mmap: bool = True, verify: bool = True) -> Compress
         time.perf_counter() - t0,
     )
     return index
+
+
+def _load_partition(path: str, files: dict[str, Any], manifest: dict[str, Any], n: int, d: int) -> Partition | None:
+    names = ("partition_centroids.npy", "partition_lists.npy")
+    meta = manifest.get("partition")
+    if not any(f in files for f in names) and meta is None:
+        return None
+    missing = [f for f in names if f not in files]
+    if missing or not isinstance(meta, dict):
+        what = f"{missing[0]} is missing" if missing else "the manifest has no partition section"
+        raise ArtifactCorrupt(
+            f"{path}: a partitioned index needs both partition files and a partition section; {what}."
+        )
+    nlist = meta["nlist"]
+    cent = load_npy(path, names[0])
+    rows = load_npy(path, names[1])
+    _expect(path, names[0], cent, (nlist, d), np.float32)
+    _finite(path, names[0], cent)
+    _expect(path, names[1], rows, (nlist + 1,), np.int64)
+    if rows[0] != 0 or rows[-1] != n or (np.diff(rows) < 0).any():
+        raise ArtifactCorrupt(
+            f"{os.path.join(path, names[1])}: list offsets must rise from 0 to n_items ({n}); "
+            f"got {int(rows[0])} .. {int(rows[-1])}."
+        )
+    try:
+        return Partition(centroids=cent, list_rows=rows, kind=meta["kind"], nprobe=meta["nprobe"])
+    except ConfigError as e:
+        raise ArtifactCorrupt(f"{os.path.join(path, MANIFEST)}: partition: {e}") from None
 
 
 def _check_counts(path: str, manifest: dict[str, Any], cb: Codebooks, users: UserStore | None) -> None:

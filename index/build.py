@@ -14,6 +14,7 @@ from .codebooks import Codebooks
 from .embeddings import Embeddings
 from .errors import ConfigError, DimensionMismatchError
 from .index import CompressedIndex, UserStore
+from .partition import Partition, assign, auto_nlist, kind_for, order, train_partition
 from .probes import make_probes
 from .progress import progress
 from .semantic import Tokenizer, align, tokenize
@@ -65,6 +66,9 @@ def build_index(
     max_pair_table_bytes: int = DEFAULT_MAX_PAIR_TABLE_BYTES,
     show_progress: bool = True,
     encoder: Encoder | None = None,
+    nlist: int | None = None,
+    nprobe: int | None = None,
+    seed: int = 0,
 ) -> CompressedIndex:
     """Encode ``items`` into a CompressedIndex (not yet saved; see artifact.save_index).
 
@@ -77,6 +81,11 @@ def build_index(
     ``encoder`` computes (codes, reconstruction norms) of a block of vectors; the default encodes in
     this process (``local_encoder``), ``index.distributed.ray_encoder`` on a Ray cluster. Every
     encoder must give the same codes, so the artifact does not depend on where it was built.
+
+    ``nlist`` partitions the items into that many lists (faiss k-means, see index/partition.py); ``None``
+    chooses from n (``auto_nlist``: none below 100,000 items), 0 or 1 builds none. Rows are then stored list
+    by list (item ids, codes and every per-item array in that order). ``nprobe`` is the default number of
+    lists a query scans (default: an eighth of the lists, at least 1; requests may set their own).
     """
     t0 = time.perf_counter()
     if items.d != codebooks.d:
@@ -96,6 +105,13 @@ def build_index(
     codes, recon_norms = encode(codebooks, xb, "items")
     zero_items = ~xb.any(axis=1)
     item_scale = np.linalg.norm(xb, axis=1).astype(np.float32) if codebooks.norm_explicit else None
+    ids = list(items.ids)
+    partition, perm = _partition(codebooks, xb, nlist, nprobe, seed)
+    if perm is not None:  # rows list by list
+        codes, recon_norms, zero_items = codes[perm], recon_norms[perm], zero_items[perm]
+        item_scale = None if item_scale is None else item_scale[perm]
+        ids = [ids[i] for i in perm.tolist()]
+        xb = xb[perm]
 
     tables = None
     if pair_tables and codebooks.pair_tables_bytes() <= max_pair_table_bytes:
@@ -120,13 +136,14 @@ def build_index(
     index = CompressedIndex(
         codebooks=codebooks,
         codes=codes,
-        item_ids=list(items.ids),
+        item_ids=ids,
         recon_norms=recon_norms,
         zero_items=zero_items,
         item_scale=item_scale,
         pair_tables=tables,
         users=store,
         item_vectors=iv,
+        partition=partition,
         manifest={
             "source": {
                 "items": {"path": items.source, "n": items.n, "d": items.d, "sha256": items.fingerprint()},
@@ -142,10 +159,49 @@ def build_index(
             "item_vectors": item_vectors,
         },
     )
+    if partition is not None:
+        index.manifest["partition"] = partition_section(partition)
     # a few queries and their answers, replayed after a load (service hot reload self-test)
     index.manifest["probes"] = make_probes(index, xb)
     logger.info("built %r in %.2fs", index, time.perf_counter() - t0)
     return index
+
+
+def _partition(
+    codebooks: Codebooks, xb: NDArray[np.float32], nlist: int | None, nprobe: int | None, seed: int
+) -> tuple[Partition | None, NDArray[np.int64] | None]:
+    n = len(xb)
+    nl = auto_nlist(n) if nlist is None else int(nlist)
+    if nl < 0:
+        raise ConfigError(f"nlist must be >= 0, got {nl}.")
+    if nl > n:
+        raise ConfigError(f"nlist ({nl}) must not exceed the number of items ({n}).")
+    if nl <= 1:
+        if nprobe is not None and nprobe != 1:
+            raise ConfigError("nprobe applies to a partitioned index: give --nlist as well.")
+        return None, None
+    if nprobe is not None and not 1 <= nprobe <= nl:
+        raise ConfigError(f"nprobe must be between 1 and nlist ({nl}), got {nprobe}.")
+    t0 = time.perf_counter()
+    kind = kind_for(codebooks.metric)
+    y = codebooks.to_code_space(xb, normalize=False)
+    centroids = train_partition(y, nl, kind, seed=seed)
+    lists = assign(y, centroids, kind)
+    perm, list_rows = order(lists, nl)
+    part = Partition(centroids=centroids, list_rows=list_rows, kind=kind, nprobe=nprobe or max(1, nl // 8))
+    logger.info("partitioned %d items into %d lists in %.2fs", n, nl, time.perf_counter() - t0)
+    return part, perm
+
+
+def partition_section(p: Partition) -> dict[str, object]:
+    """The manifest's ``partition`` section."""
+    sizes = p.sizes()
+    return {
+        "nlist": p.nlist,
+        "kind": p.kind,
+        "nprobe": p.nprobe,
+        "list_sizes": {"min": int(sizes.min()), "median": int(np.median(sizes)), "max": int(sizes.max())},
+    }
 
 
 def attach_semantic_ids(

@@ -34,6 +34,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from . import fastscan
 from .adc import TopK, adc_topk
 from .codebooks import Codebooks, normalize_rows
 from .errors import (
@@ -44,6 +45,7 @@ from .errors import (
     UnknownItemError,
     UnknownUserError,
 )
+from .partition import Partition
 from .semantic import SemanticIds
 
 logger = logging.getLogger(__name__)
@@ -51,6 +53,10 @@ logger = logging.getLogger(__name__)
 LutPath = Literal["pairs", "decode"]
 _F32_MAX = float(np.finfo(np.float32).max)
 MAX_K = 1000
+# 4-bit fast-scan: candidates kept by the 8-bit table and re-scored with the float table, per result wanted
+# (at least RESCORE_MIN). On the 1M recipe 16 candidates for k=10 already returned the same top-10 as 1,000.
+RESCORE_FACTOR = 2
+RESCORE_MIN = 16
 
 
 @dataclass(frozen=True)
@@ -102,6 +108,7 @@ class CompressedIndex:
     path: str | None = None
     semantic_items: SemanticIds | None = None  # rows aligned with item_ids
     semantic_users: SemanticIds | None = None  # rows aligned with users.ids
+    partition: Partition | None = None  # rows stored contiguously per list; None: one list of every row
 
     def __post_init__(self) -> None:
         n = len(self.codes)
@@ -119,8 +126,65 @@ class CompressedIndex:
         self._ip_scale = rho
         full = norms if rho is None else norms * rho  # |x_hat|
         self._l2_bias = (-(full.astype(np.float64) ** 2)).astype(np.float32)
+        self._full_norms = full.astype(np.float32)
         if self.pair_tables is None and self.lut_path == "pairs":
             self.lut_path = "decode"
+        if self.partition is not None and self.partition.n != n:
+            raise ConfigError(f"the partition holds {self.partition.n} rows, the index {n}.")
+        cb = self.codebooks
+        # the 4-bit layout, when the codes fit it and the kernel is built (else the 8-bit scan per list)
+        self._packed: NDArray[np.uint8] | None = None
+        self._list_rows = self.partition.list_rows if self.partition is not None else np.array([0, n], dtype=np.int64)
+        if fastscan.fastscan_available() and fastscan.supports(cb.M, cb.nbits) and n:
+            self._packed = fastscan.pack(self.codes, self._list_rows)
+        self._scans: dict[str, fastscan.ListScan] = {}
+
+    # ---- the partitioned / 4-bit scan ----------------------------------------------------------
+    @property
+    def scan_kind(self) -> str:
+        """How queries scan: "fastscan4" (4-bit layout), "lists" (codes per list), "flat" (every row)."""
+        if self._packed is not None:
+            return "fastscan4"
+        return "lists" if self.partition is not None else "flat"
+
+    @property
+    def nlist(self) -> int:
+        return self.partition.nlist if self.partition is not None else 1
+
+    @property
+    def nprobe(self) -> int:
+        """Lists a query scans by default."""
+        return self.partition.nprobe if self.partition is not None else 1
+
+    def _list_scan(self, score: str) -> fastscan.ListScan:
+        ls = self._scans.get(score)
+        if ls is None:
+            cb = self.codebooks
+            if self.partition is not None:
+                ct = np.ascontiguousarray(self.partition.centroids.T)
+                w, b = self.partition.keys(score, self._full_norms)
+            else:
+                ct, w, b = np.zeros((cb.d, 1), np.float32), None, None
+            scale, add = {
+                "ip": (self._ip_scale, None),
+                "cosine": (self._cos_scale, self._cos_bias),
+                "l2": (self._ip_scale, self._l2_bias),
+            }[score]
+            mat, ystep = fastscan.lut_matrix(cb.centroids, cb.kind)
+            ls = fastscan.ListScan(
+                M=cb.M, ksub=cb.ksub, list_rows=self._list_rows, centroids_t=ct, scale=scale, add=add, w=w, b=b,
+                packed=self._packed, codes=None if self._packed is not None else self.codes, lutmat=mat,
+                lut_ystep=ystep,
+            )  # fmt: skip
+            self._scans[score] = ls
+        return ls
+
+    def _check_nprobe(self, nprobe: int | None) -> int:
+        if nprobe is None:
+            return self.nprobe
+        if isinstance(nprobe, bool) or not isinstance(nprobe, (int, np.integer)) or nprobe < 1:
+            raise InputError(f"nprobe must be an integer >= 1, got {nprobe!r}.")
+        return min(int(nprobe), self.nlist)
 
     # ---- basic facts -------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -210,27 +274,43 @@ class CompressedIndex:
     # ---- the scan ----------------------------------------------------------------------------
     def _scan(
         self,
-        lut: NDArray[np.float32],
-        alpha: NDArray[np.float32],
+        lut: NDArray[np.float32] | None,
+        alpha: NDArray[np.float32] | None,
         score: str,
         k: int,
         excludes: Sequence[NDArray[np.int64]],
         qnorm2: NDArray[np.float32] | None,
+        y: NDArray[np.float32] | None = None,
+        nprobe: int | None = None,
     ) -> TopK:
-        """ADC top-k with exclusions (over-fetch then filter; exact because results are ranked)."""
+        """ADC top-k with exclusions (over-fetch then filter; exact because results are ranked). ``y`` (code
+        space) chooses the lists of a partitioned index."""
         n = len(self)
-        kfetch = min(n, k + max((len(e) for e in excludes), default=0))
-        if score == "ip":
-            top = adc_topk(lut, self.codes, max(kfetch, 1), alpha=alpha, scale=self._ip_scale)
+        kfetch = max(1, min(n, k + max((len(e) for e in excludes), default=0)))
+        nq = len(y) if y is not None else len(lut)  # type: ignore[arg-type]
+        if self.scan_kind != "flat":
+            a = alpha
+            if score == "l2":
+                a = np.full(nq, 2, np.float32) if alpha is None else alpha * 2
+            assert y is not None
+            top, _ = self._list_scan(score).search(
+                lut, y, a, nprobe=nprobe or self.nprobe, k=kfetch, kcand=max(RESCORE_FACTOR * kfetch, RESCORE_MIN)
+            )
+            if score == "l2":
+                top = TopK(top.D - qnorm2[:, None], top.I)  # type: ignore[index]
+        elif lut is None or alpha is None:
+            raise AssertionError("the flat scan needs a lookup table and alphas")
+        elif score == "ip":
+            top = adc_topk(lut, self.codes, kfetch, alpha=alpha, scale=self._ip_scale)
         elif score == "cosine":
-            top = adc_topk(lut, self.codes, max(kfetch, 1), alpha=alpha, scale=self._cos_scale, bias=self._cos_bias)
+            top = adc_topk(lut, self.codes, kfetch, alpha=alpha, scale=self._cos_scale, bias=self._cos_bias)
         else:  # l2: 2<q,x_hat> - |x_hat|^2 - |q|^2
-            top = adc_topk(lut, self.codes, max(kfetch, 1), alpha=alpha * 2, scale=self._ip_scale, bias=self._l2_bias)
-            top = TopK(top.D - qnorm2[:, None], top.I)
+            top = adc_topk(lut, self.codes, kfetch, alpha=alpha * 2, scale=self._ip_scale, bias=self._l2_bias)
+            top = TopK(top.D - qnorm2[:, None], top.I)  # type: ignore[index]
         if not any(len(e) for e in excludes):
             return top
-        D = np.full((len(lut), k), -np.inf, dtype=np.float32)
-        I = np.full((len(lut), k), -1, dtype=np.int64)  # noqa: E741
+        D = np.full((nq, k), -np.inf, dtype=np.float32)
+        I = np.full((nq, k), -1, dtype=np.int64)  # noqa: E741
         for q, excl in enumerate(excludes):
             rows, dist = top.I[q], top.D[q]
             if len(excl):  # a set beats np.isin on the short candidate lists
@@ -287,21 +367,23 @@ class CompressedIndex:
 
     def _run(
         self,
-        lut: NDArray[np.float32],
-        alpha: NDArray[np.float32],
+        lut: NDArray[np.float32] | None,
+        alpha: NDArray[np.float32] | None,
         score: str,
         k: int,
         excludes: Sequence[NDArray[np.int64]],
         qnorm2: NDArray[np.float32] | None,
         rerank: int,
         xq_rerank: NDArray[np.float32] | None,
+        y: NDArray[np.float32] | None,
+        nprobe: int,
     ) -> list[SearchResult]:
         if rerank:
-            top = self._scan(lut, alpha, score, max(rerank, k), excludes, qnorm2)
+            top = self._scan(lut, alpha, score, max(rerank, k), excludes, qnorm2, y, nprobe)
             assert xq_rerank is not None
             top = self._rerank(xq_rerank, score, top, k)
         else:
-            top = self._scan(lut, alpha, score, k, excludes, qnorm2)
+            top = self._scan(lut, alpha, score, k, excludes, qnorm2, y, nprobe)
         return self._finish(top)
 
     # ---- public queries ----------------------------------------------------------------------
@@ -313,17 +395,26 @@ class CompressedIndex:
         exclude: Sequence[Sequence[str]] | None = None,
         rerank: int = 0,
         score: str | None = None,
+        nprobe: int | None = None,
     ) -> list[SearchResult]:
-        """Top-k items for raw query vectors xq (nq, d) under the index metric (or ``score``)."""
+        """Top-k items for raw query vectors xq (nq, d) under the index metric (or ``score``). ``nprobe``:
+        lists scanned in a partitioned index (default: the index's setting)."""
         self._check_k(k, rerank)
+        npr = self._check_nprobe(nprobe)
         score = score or self.metric
         if score not in ("ip", "cosine", "l2"):
             raise InputError(f"score must be one of ['ip', 'cosine', 'l2'], got {score!r}.")
         x = self.check_queries(xq)
-        return self._vector_query(x, k, self._exclude_rows(exclude, len(x)), rerank, score)
+        return self._vector_query(x, k, self._exclude_rows(exclude, len(x)), rerank, score, npr)
 
     def _vector_query(
-        self, x: NDArray[np.float32], k: int, excludes: list[NDArray[np.int64]], rerank: int, score: str
+        self,
+        x: NDArray[np.float32],
+        k: int,
+        excludes: list[NDArray[np.int64]],
+        rerank: int,
+        score: str,
+        nprobe: int,
     ) -> list[SearchResult]:
         cb = self.codebooks
         if score == "cosine":
@@ -335,10 +426,12 @@ class CompressedIndex:
         if cb.metric == "cosine" and score != "cosine":
             x = normalize_rows(x)  # the index lives on the unit sphere
         y = cb.to_code_space(x, normalize=False)
+        qnorm2 = np.einsum("ij,ij->i", y, y) if score == "l2" else None
+        if self.scan_kind != "flat":  # the kernel makes the table from y, alpha is 1
+            return self._run(None, None, score, k, excludes, qnorm2, rerank, x_for_rerank, y, nprobe)
         lut = cb.lut(y)
         alpha = np.ones(len(x), np.float32)
-        qnorm2 = np.einsum("ij,ij->i", y, y) if score == "l2" else None
-        return self._run(lut, alpha, score, k, excludes, qnorm2, rerank, x_for_rerank)
+        return self._run(lut, alpha, score, k, excludes, qnorm2, rerank, x_for_rerank, y, nprobe)
 
     def recommend(
         self,
@@ -347,16 +440,18 @@ class CompressedIndex:
         *,
         exclude: Sequence[Sequence[str]] | None = None,
         rerank: int = 0,
+        nprobe: int | None = None,
     ) -> list[SearchResult]:
         """Top-k items for stored users (user->item under the index metric)."""
         self._check_k(k, rerank)
+        npr = self._check_nprobe(nprobe)
         if self.users is None:
             raise UnknownUserError(user_ids[0] if user_ids else "")
         urows = np.asarray([self.users.row_of(u) for u in user_ids], dtype=np.int64)
         excludes = self._exclude_rows(exclude, len(urows))
         if self.users.storage != "codes":
             x = np.asarray(self.users.vectors[urows], dtype=np.float32)
-            return self._vector_query(x, k, excludes, rerank, self.metric)
+            return self._vector_query(x, k, excludes, rerank, self.metric, npr)
         codes = self.users.codes[urows]
         lut = self._item_luts(urows, codes)
         y = self.codebooks.decode(codes)
@@ -367,7 +462,7 @@ class CompressedIndex:
         if score == "cosine":
             alpha = np.where(yn > 0, rho / np.where(yn > 0, yn, 1), 0).astype(np.float32)
         x_rr = self.codebooks.decode_input_space(codes) * rho[:, None]
-        return self._run(lut, alpha, score, k, excludes, yn**2, rerank, x_rr)
+        return self._run(lut, alpha, score, k, excludes, yn**2, rerank, x_rr, y * rho[:, None], npr)
 
     def similar(
         self,
@@ -376,12 +471,14 @@ class CompressedIndex:
         *,
         exclude: Sequence[Sequence[str]] | None = None,
         rerank: int = 0,
+        nprobe: int | None = None,
     ) -> list[SearchResult]:
         """Top-k neighbours of stored items (item->item; the query item itself is never returned).
 
         The query is the item's reconstruction (its LUT from the codes: see ``lut_path``).
         """
         self._check_k(k, rerank)
+        npr = self._check_nprobe(nprobe)
         rows = self.rows_of(item_ids)
         excludes = [np.append(e, r) for e, r in zip(self._exclude_rows(exclude, len(rows)), rows, strict=True)]
         score = self.similar_metric
@@ -399,7 +496,8 @@ class CompressedIndex:
         x_rr = None
         if rerank:
             x_rr = np.asarray(self.item_vectors[rows], dtype=np.float32)  # type: ignore[index]
-        results = self._run(lut, alpha, score, k, excludes, yn**2, rerank, x_rr)
+        y = None if self.scan_kind == "flat" else self.codebooks.decode(self.codes[rows]) * alpha[:, None]
+        results = self._run(lut, alpha, score, k, excludes, yn**2, rerank, x_rr, y, npr)
         # a zero item has no cosine direction: no neighbours (documented above)
         return [r if ok[i] else SearchResult([], [], []) for i, r in enumerate(results)]
 
@@ -410,11 +508,13 @@ class CompressedIndex:
         *,
         exclude: Sequence[Sequence[str]] | None = None,
         rerank: int = 0,
+        nprobe: int | None = None,
     ) -> list[SearchResult]:
         """Items most similar to raw vectors under the item->item score (cosine, or l2)."""
         self._check_k(k, rerank)
+        npr = self._check_nprobe(nprobe)
         x = self.check_queries(xq)
-        return self._vector_query(x, k, self._exclude_rows(exclude, len(x)), rerank, self.similar_metric)
+        return self._vector_query(x, k, self._exclude_rows(exclude, len(x)), rerank, self.similar_metric, npr)
 
     def _exclude_rows(self, exclude: Sequence[Sequence[str]] | None, nq: int) -> list[NDArray[np.int64]]:
         if exclude is None:

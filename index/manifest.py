@@ -24,6 +24,8 @@ fields are allowed (a newer build may add some); ``null`` is not an object.
                                  numbers or null
     semantic_ids                 object or null; codebook_sizes a non-empty list of ints >= 1 (required when
                                  semantic-id files are listed); tokenizer, items, users objects or null
+    partition                    object or null: nlist int >= 2, kind sphere|euclid, nprobe in 1..nlist,
+                                 list_sizes object (required with the partition files)
     probes                       object or null: k in 1..MAX_K; similar / recommend / search / rerank lists of
                                  {item_id | user_id | vector (d finite numbers), ids: [str], scores: [number]}
                                  (rerank entries also {query: similar|recommend|search, rerank: int})
@@ -44,6 +46,7 @@ from .artifact_io import MANIFEST
 from .codebooks import KINDS, METRICS
 from .errors import ArtifactCorrupt
 from .index import MAX_K
+from .partition import PARTITION_KINDS
 
 LUT_PATHS = ("pairs", "decode")
 PROBE_KINDS = {"similar": "item_id", "recommend": "user_id", "search": "vector"}
@@ -185,6 +188,8 @@ def validate_index_manifest(path: str, m: dict[str, Any]) -> None:
     if "evaluation" in m:
         _evaluation(c, m["evaluation"])
     _semantic(c, m.get("semantic_ids"), has_files=any(f in m["files"] for f in _SEMANTIC_FILES))
+    if "partition" in m:
+        _partition(c, m["partition"])
     if "probes" in m:
         _probes(c, m["probes"], d)
 
@@ -249,6 +254,17 @@ def _semantic(c: _Check, value: Any, *, has_files: bool) -> None:
         c.integer(sem["levels"], "semantic_ids.levels", lo=1)
     for key in ("tokenizer", "items", "users"):
         c.obj(sem.get(key), f"semantic_ids.{key}", null=True)
+
+
+def _partition(c: _Check, value: Any) -> None:
+    part = c.obj(value, "partition", null=True)
+    if part is None:
+        return
+    nlist = c.integer(c.required(part, "nlist", "partition.nlist"), "partition.nlist", lo=2)
+    c.choice(c.required(part, "kind", "partition.kind"), "partition.kind", PARTITION_KINDS)
+    c.integer(c.required(part, "nprobe", "partition.nprobe"), "partition.nprobe", lo=1, hi=nlist)
+    if "list_sizes" in part:
+        c.obj(part["list_sizes"], "partition.list_sizes")
 
 
 def _probes(c: _Check, value: Any, d: int) -> None:

@@ -3,7 +3,8 @@
     RecommendRequest   {"user_id": "u1" | 17}  or  {"vector": [float, ...]}   (exactly one)
     SimilarRequest     {"item_id": "i9" | 42}  or  {"vector": [float, ...]}   (exactly one)
       + "k": int (default settings.default_k, 1..settings.max_k), "exclude_item_ids": [id, ...],
-        "rerank": int (0 = off; else re-score that many ADC candidates with the stored float vectors)
+        "rerank": int (0 = off; else re-score that many ADC candidates with the stored float vectors),
+        "nprobe": int (lists scanned in a partitioned index; default the index's own setting)
     Batch*Request      {"queries": [<the single request>, ...]}
     QueryResponse      {"results": [{"id": str, "score": float}, ...], "index_version": str, "took_ms": float}
     BatchQueryResponse {"results": [[...], ...] (one list per query, in order), "index_version", "took_ms"}
@@ -39,6 +40,7 @@ from pydantic_core import PydanticCustomError
 from typing_extensions import TypedDict
 
 from vqrec.index import MAX_K
+from vqrec.index.partition import MAX_NLIST
 
 MAX_RERANK = 10 * MAX_K  # the index's own bound (CompressedIndex._check_k)
 
@@ -88,6 +90,13 @@ class _QueryOptions(BaseModel):
         ge=0,
         le=MAX_RERANK,
         description="0 = ADC scores; N > 0 = re-score the top max(N, k) candidates exactly (needs item vectors)",
+    )
+    nprobe: Annotated[int, Strict()] | None = Field(
+        None,
+        ge=1,
+        le=MAX_NLIST,
+        description="lists a partitioned index scans for this query (more: higher recall, slower); default: the "
+        "index's setting (GET /v1/indexes/{name}: nprobe); capped at nlist; ignored by an unpartitioned index",
     )
 
     def _exactly_one(self, id_field: str) -> None:
@@ -203,6 +212,11 @@ class IndexDetail(BaseModel):
     n_users: int
     d: int
     rerank_available: bool = Field(description="item vectors are stored, so rerank > 0 is allowed")
+    scan: str = Field(
+        "flat", description="how queries scan: fastscan4 (4-bit codes in SIMD blocks), lists (codes per list), flat"
+    )
+    nlist: int = Field(1, description="lists the items are partitioned into (1: not partitioned)")
+    nprobe: int = Field(1, description="lists a query scans by default (a request's nprobe overrides it)")
     bytes: dict[str, Any]
     evaluation: dict[str, Any]
     train_report: dict[str, Any]

@@ -1,7 +1,7 @@
 """Query routes: user->item (recommend) and item->item (similar), single and batch.
 
 A batch is answered with as few index calls as possible: queries are grouped by kind (id or
-vector) and rerank setting, each group is one call with the group's largest k, and each query's
+vector), rerank and nprobe setting, each group is one call with the group's largest k, and each query's
 list is cut to its own k. Top-k is a total order (score desc, then row asc) and exclusions are
 applied per query, so a cut list equals that query's single answer (same ids; scores equal up to
 float rounding of the batched matmul). With rerank the candidate count max(rerank, k) is part of
@@ -87,15 +87,16 @@ def run_queries(
     if batch and len(queries) > settings.max_batch:
         raise BatchTooLargeError(f"batch has {len(queries)} queries; at most {settings.max_batch} are allowed.")
     ks = [_check_query(q, index, settings, i if batch else None) for i, q in enumerate(queries)]
-    groups: dict[tuple[bool, int, int], list[int]] = defaultdict(list)
+    groups: dict[tuple[bool, int, int, int | None], list[int]] = defaultdict(list)
     for i, (q, k) in enumerate(zip(queries, ks, strict=True)):
-        groups[(q.vector is not None, q.rerank, max(q.rerank, k) if q.rerank else 0)].append(i)
+        groups[(q.vector is not None, q.rerank, max(q.rerank, k) if q.rerank else 0, q.nprobe)].append(i)
     out: list[list[Neighbor]] = [[] for _ in queries]
-    for (is_vector, rerank, _), members in groups.items():
+    for (is_vector, rerank, _, nprobe), members in groups.items():
         inputs: list[Any] = [queries[i].vector if is_vector else getattr(queries[i], id_field) for i in members]
         fn = by_vectors if is_vector else by_ids
         kmax = max(ks[i] for i in members)
-        results = fn(inputs, kmax, exclude=[queries[i].exclude_item_ids for i in members], rerank=rerank)
+        excl = [queries[i].exclude_item_ids for i in members]
+        results = fn(inputs, kmax, exclude=excl, rerank=rerank, nprobe=nprobe)
         for i, res in zip(members, results, strict=True):
             out[i] = [{"id": s, "score": v} for s, v in zip(res.ids[: ks[i]], res.scores[: ks[i]], strict=True)]
     return out

@@ -73,6 +73,18 @@ def build(
     shards: Annotated[
         int | None, typer.Option(help="Blocks the rows are split into on Ray (default 2 x CPUs).")
     ] = None,
+    nlist: Annotated[
+        int | None,
+        typer.Option(
+            help="Partition the items into this many lists; queries scan the --nprobe best. "
+            "Default: none below 100,000 items, else 2 x sqrt(n); 0 = no partition.",
+            min=0,
+        ),
+    ] = None,
+    nprobe: Annotated[
+        int | None,
+        typer.Option(help="Lists a query scans by default (requests may set their own). Default: nlist / 8.", min=1),
+    ] = None,
     force: Force = False,
     quiet: Quiet = False,
 ) -> None:
@@ -106,6 +118,8 @@ def build(
             batch_size=batch_size,
             show_progress=not quiet,
             encoder=encoder,
+            nlist=nlist,
+            nprobe=nprobe,
         )
         if semantic_ids:
             from vqrec.index.build import attach_semantic_ids

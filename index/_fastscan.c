@@ -1,0 +1,666 @@
+/* 4-bit fast-scan: the partitioned scan of 4-bit codes, with an 8-bit lookup table in SIMD registers.
+ *
+ * Layout ("packed"). Items of one list are stored in blocks of 32. A block holds, for each pair of
+ * sub-quantizers (m, m+1) with m even, 32 bytes: bytes 0..15 the codes of sub-quantizer m, bytes 16..31
+ * those of m+1; byte j holds item j in its low nibble and item j+16 in its high nibble. A block is
+ * 16*M bytes (M/2 bytes per item, M even); the last block of a list is padded with code 0.
+ *
+ * Query. The float lookup table lut (M, 16) is quantized to bytes: per sub-quantizer its minimum is
+ * subtracted, one step delta = (largest per-table range) / 255 for all, rounded to nearest, so
+ *     sum_m lut[m, c_m] ~= delta * acc + bias,   acc = sum_m q[m, c_m]  (a 16-bit integer, M <= 256).
+ * Tables of a pair sit in one 256-bit register, one per 128-bit lane; vpshufb looks up 32 nibbles per
+ * instruction; 16-bit accumulators gather even items (masked) and odd items (shifted).
+ *
+ * Scores. The approximate score of item i is alpha * ((delta * acc_i + bias) * scale_i) + add_i
+ * (scale/add per row, may be NULL, padded by 32 entries past the last row: the SIMD path reads a
+ * list's last block whole; the same per-item terms as the 8-bit kernel), evaluated in this
+ * order in float32 without fused multiply-add, so the scalar path, the SIMD paths and the numpy
+ * reference give identical bits. The best `kcand` by that score are then re-scored exactly with the
+ * float table (alpha * sum_m lut[m, c_m] * scale_i + add_i, as the 8-bit kernel scores) and the best k
+ * of those are returned: best first, ties by lower row, -inf/NaN never returned.
+ *
+ * Lists. Rows are stored contiguously per list: list l holds rows list_rows[l] .. list_rows[l+1]-1 and
+ * blocks list_blocks[l] .. list_blocks[l+1]-1. A query scans the lists whose coarse key is among the
+ * nprobe best (key_l = <y, c_l> * w_l + b_l; w/b may be NULL), or the given list order.
+ *
+ * Dispatch. Compiled for every x86-64 with the SIMD path in target("avx2") functions, chosen at run time
+ * when the CPU has AVX2 (impl 0); impl 1 forces the scalar path, impl 2 AVX2 (tests compare them).
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "_topk.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define VQREC_X86 1
+#endif
+
+#define IMPL_AUTO 0
+#define IMPL_SCALAR 1
+#define IMPL_AVX2 2
+
+int vqrec_fs_has_avx2(void) {
+#ifdef VQREC_X86
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+#else
+    return 0;
+#endif
+}
+
+static int resolve_impl(int impl) {
+    if (impl == IMPL_AUTO) return vqrec_fs_has_avx2() ? IMPL_AVX2 : IMPL_SCALAR;
+    if (impl == IMPL_AVX2 && !vqrec_fs_has_avx2()) return IMPL_SCALAR;
+    return impl;
+}
+
+/* ---- lookup-table quantization --------------------------------------------------------------- */
+
+/* lut (M, 16) float -> q (M/2 pairs x 32 bytes), delta and bias (sum of the per-table minima). */
+void vqrec_fs_quantize_lut(const float *lut, int64_t M, uint8_t *q, float *delta_out, float *bias_out) {
+    float range = 0.f, bias = 0.f;
+    float mins[256];
+    for (int64_t m = 0; m < M; m++) {
+        float mn = lut[m * 16], mx = lut[m * 16];
+        for (int j = 1; j < 16; j++) {
+            float v = lut[m * 16 + j];
+            if (v < mn) mn = v;
+            if (v > mx) mx = v;
+        }
+        mins[m] = mn;
+        bias += mn;
+        if (mx - mn > range) range = mx - mn;
+    }
+    float delta = range > 0.f ? range / 255.f : 1.f;
+    for (int64_t m = 0; m < M; m++) {
+        uint8_t *dst = q + (m / 2) * 32 + (m % 2) * 16;
+        for (int j = 0; j < 16; j++) {
+            float v = (lut[m * 16 + j] - mins[m]) / delta + 0.5f;
+            int iv = (int)v; /* v >= 0.5: truncation is floor */
+            dst[j] = (uint8_t)(iv > 255 ? 255 : iv);
+        }
+    }
+    *delta_out = delta;
+    *bias_out = bias;
+}
+
+/* ---- packing ---------------------------------------------------------------------------------- */
+
+/* codes (n, M) one code (< 16) per byte -> ceil(n/32) blocks of 16*M bytes. */
+void vqrec_fs_pack(const uint8_t *codes, int64_t n, int64_t M, uint8_t *out) {
+    int64_t nblocks = (n + 31) / 32, bsize = 16 * M;
+    memset(out, 0, (size_t)(nblocks * bsize));
+    for (int64_t i = 0; i < n; i++) {
+        uint8_t *blk = out + (i / 32) * bsize;
+        int64_t j = i % 32, byte = j % 16, shift = j < 16 ? 0 : 4;
+        for (int64_t m = 0; m < M; m++)
+            blk[(m / 2) * 32 + (m % 2) * 16 + byte] |= (uint8_t)((codes[i * M + m] & 15) << shift);
+    }
+}
+
+/* the codes of item j (0..31) of a block, one per byte */
+static inline void unpack_one(const uint8_t *blk, int64_t M, int64_t j, uint8_t *c) {
+    int64_t byte = j % 16, shift = j < 16 ? 0 : 4;
+    for (int64_t m = 0; m < M; m++) c[m] = (blk[(m / 2) * 32 + (m % 2) * 16 + byte] >> shift) & 15;
+}
+
+/* n rows given as (block index, position) -> codes (n, M) */
+void vqrec_fs_unpack(const uint8_t *packed, int64_t M, const int64_t *blocks, const int64_t *pos, int64_t n,
+                     uint8_t *out) {
+    for (int64_t i = 0; i < n; i++) unpack_one(packed + blocks[i] * 16 * M, M, pos[i], out + i * M);
+}
+
+/* ---- block sums ------------------------------------------------------------------------------- */
+
+static void sums_scalar(const uint8_t *q, int64_t M, const uint8_t *blk, uint16_t *acc) {
+    for (int j = 0; j < 32; j++) acc[j] = 0;
+    for (int64_t p = 0; p < M / 2; p++) {
+        const uint8_t *c = blk + p * 32, *t = q + p * 32;
+        for (int j = 0; j < 16; j++) {
+            acc[j] += t[c[j] & 15] + t[16 + (c[16 + j] & 15)];
+            acc[16 + j] += t[c[j] >> 4] + t[16 + (c[16 + j] >> 4)];
+        }
+    }
+}
+
+#ifdef VQREC_X86
+/* the 32 sums of one block, in item order, as 4 x 8 int32 */
+__attribute__((target("avx2"))) static inline void sums_avx2(const uint8_t *q, int64_t M, const uint8_t *blk,
+                                                              __m256i out[4]) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    __m256i a0 = _mm256_setzero_si256(), o0 = a0, a1 = a0, o1 = a0;
+    for (int64_t p = 0; p < M / 2; p++) {
+        __m256i c = _mm256_loadu_si256((const __m256i *)(blk + p * 32));
+        __m256i t = _mm256_loadu_si256((const __m256i *)(q + p * 32));
+        __m256i r0 = _mm256_shuffle_epi8(t, _mm256_and_si256(c, m4));                         /* items 0..15 */
+        __m256i r1 = _mm256_shuffle_epi8(t, _mm256_and_si256(_mm256_srli_epi16(c, 4), m4));  /* 16..31 */
+        /* a: whole 16-bit words (even item + 256 * odd item, mod 2^16), o: odd items */
+        a0 = _mm256_add_epi16(a0, r0);
+        o0 = _mm256_add_epi16(o0, _mm256_srli_epi16(r0, 8));
+        a1 = _mm256_add_epi16(a1, r1);
+        o1 = _mm256_add_epi16(o1, _mm256_srli_epi16(r1, 8));
+    }
+    __m256i e0 = _mm256_sub_epi16(a0, _mm256_slli_epi16(o0, 8)); /* even items */
+    __m256i e1 = _mm256_sub_epi16(a1, _mm256_slli_epi16(o1, 8));
+    /* the two lanes hold sub-quantizers m and m+1 of the same items: add them */
+    __m128i E0 = _mm_add_epi16(_mm256_castsi256_si128(e0), _mm256_extracti128_si256(e0, 1));
+    __m128i O0 = _mm_add_epi16(_mm256_castsi256_si128(o0), _mm256_extracti128_si256(o0, 1));
+    __m128i E1 = _mm_add_epi16(_mm256_castsi256_si128(e1), _mm256_extracti128_si256(e1, 1));
+    __m128i O1 = _mm_add_epi16(_mm256_castsi256_si128(o1), _mm256_extracti128_si256(o1, 1));
+    out[0] = _mm256_cvtepu16_epi32(_mm_unpacklo_epi16(E0, O0)); /* items 0..7 */
+    out[1] = _mm256_cvtepu16_epi32(_mm_unpackhi_epi16(E0, O0)); /* 8..15 */
+    out[2] = _mm256_cvtepu16_epi32(_mm_unpacklo_epi16(E1, O1)); /* 16..23 */
+    out[3] = _mm256_cvtepu16_epi32(_mm_unpackhi_epi16(E1, O1)); /* 24..31 */
+}
+#endif
+
+#ifdef VQREC_X86
+__attribute__((target("avx2"))) static void sums_avx2_u16(const uint8_t *q, int64_t M, const uint8_t *blk,
+                                                          uint16_t *out) {
+    __m256i s[4];
+    int32_t tmp[32];
+    sums_avx2(q, M, blk, s);
+    for (int g = 0; g < 4; g++) _mm256_storeu_si256((__m256i *)(tmp + 8 * g), s[g]);
+    for (int j = 0; j < 32; j++) out[j] = (uint16_t)tmp[j];
+}
+#endif
+
+/* 32 sums per block for nblocks blocks (tests: every path against the numpy reference) */
+void vqrec_fs_sums(const uint8_t *q, int64_t M, const uint8_t *packed, int64_t nblocks, uint16_t *out, int impl) {
+    impl = resolve_impl(impl);
+    for (int64_t b = 0; b < nblocks; b++) {
+#ifdef VQREC_X86
+        if (impl == IMPL_AVX2) {
+            sums_avx2_u16(q, M, packed + b * 16 * M, out + b * 32);
+            continue;
+        }
+#endif
+        sums_scalar(q, M, packed + b * 16 * M, out + b * 32);
+    }
+}
+
+/* ---- candidate reservoir ------------------------------------------------------------------------
+ * The kcand best by (score desc, row asc), kept in a buffer of RES_CAP(kcand): items better than the bar are
+ * appended; a full buffer is cut back to its kcand best (quickselect) and the bar becomes the worst kept.
+ * O(1) per item amortized, where a heap pays a sift per entering item. Same set as a heap. */
+
+static inline void swap_c(float *v, int64_t *r, int64_t a, int64_t b) {
+    float tv = v[a];
+    int64_t tr = r[a];
+    v[a] = v[b];
+    r[a] = r[b];
+    v[b] = tv;
+    r[b] = tr;
+}
+
+/* a is better than b (the opposite of "worse"), without branches */
+static inline int better(float sa, int64_t ia, float sb, int64_t ib) {
+    return (sa > sb) | ((sa == sb) & (ia < ib));
+}
+
+/* reorder so that [0, k) are the k best (any order). Lomuto partition without branches: each element is
+ * swapped with the first not-better one, and the boundary moves by the comparison's result. */
+static void select_best(float *v, int64_t *r, int64_t n, int64_t k) {
+    int64_t lo = 0, hi = n - 1;
+    while (lo < hi) {
+        int64_t mid = lo + (hi - lo) / 2;
+        /* median of three as the pivot, moved to hi */
+        if (worse(v[mid], r[mid], v[lo], r[lo])) swap_c(v, r, mid, lo);
+        if (worse(v[hi], r[hi], v[lo], r[lo])) swap_c(v, r, hi, lo);
+        if (worse(v[hi], r[hi], v[mid], r[mid])) swap_c(v, r, hi, mid);
+        swap_c(v, r, mid, hi);
+        float pv = v[hi];
+        int64_t pr = r[hi], store = lo;
+        for (int64_t i = lo; i < hi; i++) {
+            int c = better(v[i], r[i], pv, pr);
+            swap_c(v, r, i, store);
+            store += c;
+        }
+        swap_c(v, r, store, hi);
+        if (store == k - 1 || store == k) return;
+        if (store < k) lo = store + 1;
+        else hi = store - 1;
+    }
+}
+
+/* buffer size for kcand: cuts are rarer with more room */
+#define RES_CAP(kc) (4 * (kc) < 64 ? 64 : 4 * (kc))
+
+typedef struct {
+    float *v;
+    int64_t *r, n, cap, keep;
+    float bar; /* nothing worse than (bar, bar_row) enters once full */
+    int64_t bar_row;
+    int full;
+} Reservoir;
+
+static void res_cut(Reservoir *R) {
+    if (R->n <= R->keep) return;
+    select_best(R->v, R->r, R->n, R->keep);
+    R->n = R->keep;
+    int64_t w = 0;
+    for (int64_t i = 1; i < R->n; i++)
+        if (worse(R->v[i], R->r[i], R->v[w], R->r[w])) w = i;
+    R->bar = R->v[w];
+    R->bar_row = R->r[w];
+    R->full = 1;
+}
+
+static inline void res_push(Reservoir *R, float v, int64_t row) {
+    if (!(v > -INFINITY)) return; /* -inf or NaN: never returned */
+    if (R->full && !worse(R->bar, R->bar_row, v, row)) return;
+    R->v[R->n] = v;
+    R->r[R->n] = row;
+    if (++R->n == R->cap) res_cut(R);
+}
+
+/* ---- one query -------------------------------------------------------------------------------- */
+
+typedef struct {
+    const float *lut; /* (M, 16) float */
+    const uint8_t *q; /* quantized, pair layout */
+    int64_t M;
+    float delta, qbias, alpha;
+    const float *scale, *add;
+    Reservoir R; /* the candidates */
+} Query;
+
+static inline float approx(const Query *Q, uint32_t acc, int64_t row) {
+    float v = Q->delta * (float)acc;
+    v = v + Q->qbias;
+    if (Q->scale) v = v * Q->scale[row];
+    v = Q->alpha * v;
+    if (Q->add) v = v + Q->add[row];
+    return v;
+}
+
+static void scan_list_scalar(Query *Q, const uint8_t *blocks, int64_t row0, int64_t n) {
+    uint16_t acc[32];
+    for (int64_t b = 0; b * 32 < n; b++) {
+        sums_scalar(Q->q, Q->M, blocks + b * 16 * Q->M, acc);
+        int64_t cnt = n - b * 32 < 32 ? n - b * 32 : 32;
+        for (int64_t j = 0; j < cnt; j++) {
+            int64_t row = row0 + b * 32 + j;
+            res_push(&Q->R, approx(Q, acc[j], row), row);
+        }
+    }
+}
+
+#ifdef VQREC_X86
+__attribute__((target("avx2"))) static void scan_list_avx2(Query *Q, const uint8_t *blocks, int64_t row0,
+                                                           int64_t n) {
+    const __m256 vdelta = _mm256_set1_ps(Q->delta), vqb = _mm256_set1_ps(Q->qbias);
+    const __m256 valpha = _mm256_set1_ps(Q->alpha);
+    for (int64_t b = 0; b * 32 < n; b++) {
+        __m256i s[4];
+        sums_avx2(Q->q, Q->M, blocks + b * 16 * Q->M, s);
+        int64_t base = row0 + b * 32, cnt = n - b * 32 < 32 ? n - b * 32 : 32;
+        /* below the reservoir's bar nothing enters (ties are settled by res_push). A list's last block reads
+         * the per-row terms of up to 31 rows past the list: the caller pads those arrays by 32. */
+        float bar = Q->R.full ? Q->R.bar : -INFINITY;
+        __m256 vbar = _mm256_set1_ps(bar);
+        float vals[32];
+        unsigned mask = 0;
+        for (int g = 0; g < 4; g++) {
+            __m256 v = _mm256_mul_ps(vdelta, _mm256_cvtepi32_ps(s[g]));
+            v = _mm256_add_ps(v, vqb);
+            if (Q->scale) v = _mm256_mul_ps(v, _mm256_loadu_ps(Q->scale + base + 8 * g));
+            v = _mm256_mul_ps(valpha, v);
+            if (Q->add) v = _mm256_add_ps(v, _mm256_loadu_ps(Q->add + base + 8 * g));
+            _mm256_storeu_ps(vals + 8 * g, v);
+            mask |= (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(v, vbar, _CMP_GE_OQ)) << (8 * g);
+        }
+        if (cnt < 32) mask &= (1u << cnt) - 1u;
+        while (mask) {
+            int j = __builtin_ctz(mask);
+            mask &= mask - 1;
+            res_push(&Q->R, vals[j], base + j);
+        }
+    }
+}
+#endif
+
+static inline float exact_one(const float *lut, const uint8_t *c, int64_t M) {
+    float s0 = 0.f, s1 = 0.f, s2 = 0.f, s3 = 0.f;
+    int64_t m = 0;
+    for (; m + 4 <= M; m += 4) {
+        s0 += lut[(m + 0) * 16 + c[m + 0]];
+        s1 += lut[(m + 1) * 16 + c[m + 1]];
+        s2 += lut[(m + 2) * 16 + c[m + 2]];
+        s3 += lut[(m + 3) * 16 + c[m + 3]];
+    }
+    for (; m < M; m++) s0 += lut[m * 16 + c[m]];
+    return (s0 + s1) + (s2 + s3);
+}
+
+/* the list holding a row: the last l with list_rows[l] <= row (lists may be empty) */
+static inline int64_t list_of(const int64_t *list_rows, int64_t nlist, int64_t row) {
+    int64_t lo = 0, hi = nlist; /* list_rows[lo] <= row < list_rows[hi] */
+    while (hi - lo > 1) {
+        int64_t mid = (lo + hi) / 2;
+        if (list_rows[mid] <= row) lo = mid;
+        else hi = mid;
+    }
+    return lo;
+}
+
+/* float16 bits -> float (exact: every half is a float) */
+static inline float half_to_float(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1F, man = h & 0x3FF, bits;
+    if (exp == 0x1F) {
+        bits = sign | 0x7F800000u | (man << 13); /* inf / NaN */
+    } else if (exp) {
+        bits = sign | ((exp + 112) << 23) | (man << 13);
+    } else if (man) { /* subnormal half: normalize */
+        int e = -1;
+        do {
+            man <<= 1;
+            e++;
+        } while (!(man & 0x400));
+        bits = sign | ((uint32_t)(112 - e) << 23) | ((man & 0x3FF) << 13);
+    } else {
+        bits = sign;
+    }
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+/* the coarse keys dot(y, c_l) of every list; ct is the (d, nlist) transposed centroid table in float16 (half
+ * the bytes to stream per query; keys only order lists). Summed over j in order with fused multiply-adds
+ * (fmaf is correctly rounded), so both paths give the same bits. */
+static void coarse_scalar(const float *y, int64_t d, const uint16_t *ct, int64_t nlist, float *keys) {
+    for (int64_t l = 0; l < nlist; l++) keys[l] = 0.f;
+    for (int64_t j = 0; j < d; j++) {
+        const float yj = y[j];
+        const uint16_t *row = ct + j * nlist;
+        for (int64_t l = 0; l < nlist; l++) keys[l] = fmaf(yj, half_to_float(row[l]), keys[l]);
+    }
+}
+
+#ifdef VQREC_X86
+#define LOADH(p) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p)))
+__attribute__((target("avx2,fma,f16c"))) static void coarse_avx2(const float *y, int64_t d, const uint16_t *ct,
+                                                                  int64_t nlist, float *keys) {
+    int64_t l = 0;
+    /* four independent sums in flight: one chain of dependent adds would wait on its latency */
+    for (; l + 32 <= nlist; l += 32) {
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (int64_t j = 0; j < d; j++) {
+            const __m256 yj = _mm256_set1_ps(y[j]);
+            const uint16_t *row = ct + j * nlist + l;
+            a0 = _mm256_fmadd_ps(yj, LOADH(row), a0);
+            a1 = _mm256_fmadd_ps(yj, LOADH(row + 8), a1);
+            a2 = _mm256_fmadd_ps(yj, LOADH(row + 16), a2);
+            a3 = _mm256_fmadd_ps(yj, LOADH(row + 24), a3);
+        }
+        _mm256_storeu_ps(keys + l, a0);
+        _mm256_storeu_ps(keys + l + 8, a1);
+        _mm256_storeu_ps(keys + l + 16, a2);
+        _mm256_storeu_ps(keys + l + 24, a3);
+    }
+    for (; l + 8 <= nlist; l += 8) {
+        __m256 acc = _mm256_setzero_ps();
+        for (int64_t j = 0; j < d; j++) acc = _mm256_fmadd_ps(_mm256_set1_ps(y[j]), LOADH(ct + j * nlist + l), acc);
+        _mm256_storeu_ps(keys + l, acc);
+    }
+    for (; l < nlist; l++) {
+        float s = 0.f;
+        for (int64_t j = 0; j < d; j++) s = fmaf(y[j], half_to_float(ct[j * nlist + l]), s);
+        keys[l] = s;
+    }
+}
+#endif
+
+#ifdef VQREC_X86
+__attribute__((target("avx2"))) static inline unsigned select_mask8(const float *k, float bar) {
+    return (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(k), _mm256_set1_ps(bar), _CMP_GE_OQ));
+}
+#endif
+
+/* the nprobe best lists by key_l * w_l + b_l (w/b may be NULL), best first, ties by lower list. A NaN or
+ * -inf key is probed last (clamped to the lowest finite float: heap_push drops -inf). */
+static void select_lists(const float *y, int64_t d, const uint16_t *ct, int64_t nlist, const float *w, const float *b,
+                         int64_t nprobe, float *keys, float *hD, int64_t *probes, int impl) {
+#ifdef VQREC_X86
+    if (impl == IMPL_AVX2)
+        coarse_avx2(y, d, ct, nlist, keys);
+    else
+#endif
+        coarse_scalar(y, d, ct, nlist, keys);
+    for (int64_t l = 0; l < nlist; l++) {
+        float v = keys[l];
+        if (w) v = v * w[l];
+        if (b) v = v + b[l];
+        keys[l] = (v != v || v == -INFINITY) ? -3.402823466e38f : v;
+    }
+    int64_t n = 0, l = 0;
+#ifdef VQREC_X86
+    if (impl == IMPL_AVX2) { /* whole groups of 8 below the bar skip the heap */
+        for (; l + 8 <= nlist; l += 8) {
+            unsigned m = n < nprobe ? 0xFFu : select_mask8(keys + l, hD[0]);
+            while (m) {
+                int j = __builtin_ctz(m);
+                m &= m - 1;
+                if (n == nprobe && keys[l + j] < hD[0]) continue;
+                heap_push(hD, probes, &n, nprobe, keys[l + j], l + j);
+            }
+        }
+    }
+#endif
+    for (; l < nlist; l++) {
+        if (n == nprobe && keys[l] < hD[0]) continue; /* below the worst kept: cannot enter */
+        heap_push(hD, probes, &n, nprobe, keys[l], l);
+    }
+    heap_finish(hD, probes, n, nprobe);
+}
+
+/* the lists a query scans: probes_in's row, all lists, or the nprobe best by coarse key */
+static const int64_t *query_lists(int64_t qi, const float *ys, int64_t d, const uint16_t *ct, int64_t nlist,
+                                  const float *w, const float *b, int64_t nprobe, const int64_t *probes_in,
+                                  float *keys, float *hD, int64_t *probes, int impl) {
+    if (probes_in) return probes_in + qi * nprobe;
+    if (nprobe >= nlist) {
+        for (int64_t l = 0; l < nlist; l++) probes[l] = l;
+        return probes;
+    }
+    select_lists(ys + qi * d, d, ct, nlist, w, b, nprobe, keys, hD, probes, impl);
+    return probes;
+}
+
+/* Search nq queries. Per query: luts (M, 16) float, y (d) code-space vector for the coarse keys; probes
+ * chosen here when probes_in is NULL (else probes_in (nq, nprobe) lists, -1 = none). Scratch: keys (nlist),
+ * cD/cI (RES_CAP(kcand)) per call. Out: D/I (nq, k), scanned (nq,) items visited. Returns nothing. */
+void vqrec_fs_search_many(int64_t nq, const float *luts, int64_t M, const uint8_t *packed,
+                          const int64_t *list_rows, const int64_t *list_blocks, int64_t nlist, const float *ys,
+                          int64_t d, const uint16_t *ct, const float *w, const float *b, int64_t nprobe,
+                          const int64_t *probes_in, const float *alphas, const float *scale, const float *add,
+                          int64_t kcand, int64_t k, float *D, int64_t *I, int64_t *scanned, float *keys,
+                          float *cD, int64_t *cI, int64_t *probes, float *hD, int impl) {
+    impl = resolve_impl(impl);
+    uint8_t q[256 * 16];
+    uint8_t c[256];
+    if (kcand < k) kcand = k;
+    for (int64_t qi = 0; qi < nq; qi++) {
+        const float *lut = luts + qi * M * 16;
+        Query Q = {lut, q, M, 0.f, 0.f, alphas[qi], scale, add, {cD, cI, 0, RES_CAP(kcand), kcand, 0.f, 0, 0}};
+        vqrec_fs_quantize_lut(lut, M, q, &Q.delta, &Q.qbias);
+        const int64_t *pr = query_lists(qi, ys, d, ct, nlist, w, b, nprobe, probes_in, keys, hD, probes, impl);
+        int64_t np = nprobe < nlist ? nprobe : nlist, seen = 0;
+        for (int64_t p = 0; p < np; p++) {
+            int64_t l = pr[p];
+            if (l < 0 || l >= nlist) continue;
+            int64_t row0 = list_rows[l], n = list_rows[l + 1] - row0;
+            if (n <= 0) continue;
+            seen += n;
+            const uint8_t *blocks = packed + list_blocks[l] * 16 * M;
+            if (p + 1 < np && pr[p + 1] >= 0 && pr[p + 1] < nlist) { /* the next list's first blocks */
+                const char *nx = (const char *)(packed + list_blocks[pr[p + 1]] * 16 * M);
+                int64_t bytes = (list_blocks[pr[p + 1] + 1] - list_blocks[pr[p + 1]]) * 16 * M;
+                for (int64_t o = 0; o < bytes && o < 8192; o += 64) __builtin_prefetch(nx + o);
+            }
+#ifdef VQREC_X86
+            if (impl == IMPL_AVX2) {
+                scan_list_avx2(&Q, blocks, row0, n);
+                continue;
+            }
+#endif
+            scan_list_scalar(&Q, blocks, row0, n);
+        }
+        scanned[qi] = seen;
+        /* exact re-score of the candidates with the float table */
+        float *Dq = D + qi * k;
+        int64_t *Iq = I + qi * k, nk = 0;
+        res_cut(&Q.R);
+        for (int64_t j = 0; j < Q.R.n; j++) {
+            int64_t row = cI[j], l = list_of(list_rows, nlist, row), jj = row - list_rows[l];
+            unpack_one(packed + (list_blocks[l] + jj / 32) * 16 * M, M, jj % 32, c);
+            float v = alphas[qi] * exact_one(lut, c, M);
+            if (scale) v *= scale[row];
+            if (add) v += add[row];
+            heap_push(Dq, Iq, &nk, k, v, row);
+        }
+        heap_finish(Dq, Iq, nk, k);
+    }
+}
+
+/* Candidates only (tests: the approximate stage against the numpy reference): the kcand best by the
+ * approximate score over the given lists, best first, padded with -inf / -1. buf_v/buf_r: RES_CAP(kcand). */
+void vqrec_fs_candidates(const float *lut, int64_t M, const uint8_t *packed, const int64_t *list_rows,
+                         const int64_t *list_blocks, const int64_t *lists, int64_t nl, float alpha,
+                         const float *scale, const float *add, int64_t kcand, float *buf_v, int64_t *buf_r,
+                         float *cD, int64_t *cI, int impl) {
+    impl = resolve_impl(impl);
+    uint8_t q[256 * 16];
+    Query Q = {lut, q, M, 0.f, 0.f, alpha, scale, add, {buf_v, buf_r, 0, RES_CAP(kcand), kcand, 0.f, 0, 0}};
+    vqrec_fs_quantize_lut(lut, M, q, &Q.delta, &Q.qbias);
+    for (int64_t p = 0; p < nl; p++) {
+        int64_t l = lists[p], row0 = list_rows[l], n = list_rows[l + 1] - row0;
+        if (n <= 0) continue;
+        const uint8_t *blocks = packed + list_blocks[l] * 16 * M;
+#ifdef VQREC_X86
+        if (impl == IMPL_AVX2) {
+            scan_list_avx2(&Q, blocks, row0, n);
+            continue;
+        }
+#endif
+        scan_list_scalar(&Q, blocks, row0, n);
+    }
+    res_cut(&Q.R);
+    int64_t nk = 0;
+    for (int64_t j = 0; j < Q.R.n; j++) heap_push(cD, cI, &nk, kcand, Q.R.v[j], Q.R.r[j]);
+    heap_finish(cD, cI, nk, kcand);
+}
+
+/* The 8-bit codes (n, M) stored per list (rows contiguous per list), scanned with the 8-bit kernel of _adc.c
+ * over the probed lists; the same probing as the 4-bit search. luts (nq, M, ksub). */
+void vqrec_scan_range8(const float *lut, int64_t M, int64_t ksub, const uint8_t *codes, int64_t i0, int64_t i1,
+                       float alpha, const float *scale, const float *bias, int64_t k, float *D, int64_t *I,
+                       int64_t *n);
+
+void vqrec_ivf8_search_many(int64_t nq, const float *luts, int64_t M, int64_t ksub, const uint8_t *codes,
+                            const int64_t *list_rows, int64_t nlist, const float *ys, int64_t d, const uint16_t *ct,
+                            const float *w, const float *b, int64_t nprobe, const int64_t *probes_in,
+                            const float *alphas, const float *scale, const float *add, int64_t k, float *D,
+                            int64_t *I, int64_t *scanned, float *keys, int64_t *probes, float *hD, int impl) {
+    impl = resolve_impl(impl);
+    for (int64_t qi = 0; qi < nq; qi++) {
+        const int64_t *pr = query_lists(qi, ys, d, ct, nlist, w, b, nprobe, probes_in, keys, hD, probes, impl);
+        int64_t np = nprobe < nlist ? nprobe : nlist, seen = 0, nk = 0;
+        float *Dq = D + qi * k;
+        int64_t *Iq = I + qi * k;
+        for (int64_t p = 0; p < np; p++) {
+            int64_t l = pr[p];
+            if (l < 0 || l >= nlist) continue;
+            seen += list_rows[l + 1] - list_rows[l];
+            vqrec_scan_range8(luts + qi * M * ksub, M, ksub, codes, list_rows[l], list_rows[l + 1], alphas[qi], scale,
+                              add, k, Dq, Iq, &nk);
+        }
+        heap_finish(Dq, Iq, nk, k);
+        scanned[qi] = seen;
+    }
+}
+
+/* ---- one entry for both code widths, index data in a struct (fewer arguments per call) -------------- */
+
+typedef struct {
+    int64_t M, ksub, nlist, d;
+    const uint8_t *packed; /* 4-bit layout, or NULL */
+    const uint8_t *codes;  /* (n, M) one code per byte in row order, used when packed is NULL */
+    const int64_t *list_rows, *list_blocks;
+    const uint16_t *ct;         /* (d, nlist) float16 centroids */
+    const float *w, *b;         /* key weights and offsets (may be NULL) */
+    const float *scale, *add;   /* per-row score terms (may be NULL) */
+    const float *lutmat;        /* (M, lut_dt, ksub): the lookup table of a vector is computed here */
+    int64_t lut_dt, lut_ystep;  /* pq/opq: dsub, dsub (slice m of y); rq: d, 0 (all of y per stage) */
+} vqrec_lists_t;
+
+/* lut[m, j] = sum_t y[m * ystep + t] * lutmat[m, t, j], summed over t in order (mul then add, no fusing):
+ * the numpy reference (fastscan.lut_ref) takes the same steps. */
+static void make_lut(const vqrec_lists_t *L, const float *y, float *lut) {
+    const int64_t M = L->M, ks = L->ksub, dt = L->lut_dt, step = L->lut_ystep;
+    for (int64_t m = 0; m < M; m++) {
+        float *o = lut + m * ks;
+        for (int64_t j = 0; j < ks; j++) o[j] = 0.f;
+        for (int64_t t = 0; t < dt; t++) {
+            const float yv = y[m * step + t], *c = L->lutmat + (m * dt + t) * ks;
+            for (int64_t j = 0; j < ks; j++) o[j] = o[j] + yv * c[j];
+        }
+    }
+}
+
+void vqrec_lists_lut(const vqrec_lists_t *L, const float *y, float *lut) { make_lut(L, y, lut); }
+
+/* nq queries: luts (nq, M, ksub) or NULL (computed from ys here), ys (nq, d), alphas (nq,) or NULL (1).
+ * Scratch is allocated here. Returns 0, or -1 when
+ * out of memory (outputs then undefined). */
+int64_t vqrec_lists_search(const vqrec_lists_t *L, int64_t nq, const float *luts, const float *ys,
+                           const float *alphas, int64_t nprobe, const int64_t *probes_in, int64_t kcand, int64_t k,
+                           float *D, int64_t *I, int64_t *scanned, int impl) {
+    int64_t nl = L->nlist, np = nprobe > nl ? nprobe : nl, kc = kcand > k ? kcand : k;
+    float *keys = malloc(sizeof(float) * (size_t)(nl + np + RES_CAP(kc)));
+    int64_t *ibuf = malloc(sizeof(int64_t) * (size_t)(np + RES_CAP(kc)));
+    if (!keys || !ibuf) {
+        free(keys);
+        free(ibuf);
+        return -1;
+    }
+    float *hD = keys + nl, *cD = hD + np;
+    int64_t *probes = ibuf, *cI = ibuf + np;
+    float *lbuf = NULL, one = 1.f;
+    if (!luts && !(lbuf = malloc(sizeof(float) * (size_t)(L->M * L->ksub)))) {
+        free(keys);
+        free(ibuf);
+        return -1;
+    }
+    /* given tables and alphas: all queries in one call; else one at a time, the table computed here */
+    int64_t step = (luts && alphas) ? nq : 1;
+    for (int64_t q0 = 0; q0 < nq; q0 += step) {
+        const float *lq = luts ? luts + q0 * L->M * L->ksub : lbuf, *aq = alphas ? alphas + q0 : &one;
+        const float *yq = ys + q0 * L->d;
+        const int64_t *pq = probes_in ? probes_in + q0 * nprobe : NULL;
+        if (!luts) make_lut(L, yq, lbuf);
+        if (L->packed)
+            vqrec_fs_search_many(step, lq, L->M, L->packed, L->list_rows, L->list_blocks, nl, yq, L->d, L->ct, L->w,
+                                 L->b, nprobe, pq, aq, L->scale, L->add, kc, k, D + q0 * k, I + q0 * k, scanned + q0,
+                                 keys, cD, cI, probes, hD, impl);
+        else
+            vqrec_ivf8_search_many(step, lq, L->M, L->ksub, L->codes, L->list_rows, nl, yq, L->d, L->ct, L->w, L->b,
+                                   nprobe, pq, aq, L->scale, L->add, k, D + q0 * k, I + q0 * k, scanned + q0, keys,
+                                   probes, hD, impl);
+    }
+    free(lbuf);
+    free(keys);
+    free(ibuf);
+    return 0;
+}
+
+/* One query through a workspace: ws[0..3] = nprobe, kcand, k, impl; ws[4..9] = addresses of the lut, y, alpha,
+ * D, I and scanned arrays (fixed when the workspace is made; lut and alpha 0 for a vector query). Two arguments: the cheapest call from Python. */
+int64_t vqrec_lists_search_ws(const vqrec_lists_t *L, const int64_t *ws) {
+    return vqrec_lists_search(L, 1, (const float *)ws[4], (const float *)ws[5], (const float *)ws[6], ws[0], NULL,
+                              ws[1], ws[2], (float *)ws[7], (int64_t *)ws[8], (int64_t *)ws[9], (int)ws[3]);
+}

@@ -1,0 +1,518 @@
+"""The partitioned scan: 4-bit fast-scan (``_fastscan.c``) and 8-bit codes per list, with numpy references.
+
+See ``_fastscan.c`` for the layout and the arithmetic. Here:
+
+- ``pack`` / ``unpack_rows``: the packed 4-bit layout (blocks of 32 items, two codes a byte);
+- ``quantize_lut_ref``, ``block_sums_ref``, ``candidates_ref``, ``search_ref``: the numpy references the
+  tests hold every kernel path to (same bits: the kernel is compiled without fused multiply-add);
+- ``search_lists``: one entry point for both code widths, threads over query chunks (the GIL is released
+  in the kernel), numpy fallback when the kernel is not built.
+
+``impl`` selects the kernel path: "auto" (AVX2 when the CPU has it), "scalar", "avx2".
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .adc import _KERNEL, TopK, _default_threads, _ptr, adc_scores_ref, topk_from_scores
+
+Impl = Literal["auto", "scalar", "avx2"]
+_IMPLS = {"auto": 0, "scalar": 1, "avx2": 2}
+BLOCK = 32
+
+
+def _bind() -> bool:
+    lib = _KERNEL
+    if lib is None or not hasattr(lib, "vqrec_fs_search_many"):
+        return False
+    p, i64, f32, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float, ctypes.c_int
+    sig = {
+        "vqrec_fs_has_avx2": (i32, []),
+        "vqrec_lists_lut": (None, [p, p, p]),
+        "vqrec_fs_quantize_lut": (None, [p, i64, p, p, p]),
+        "vqrec_fs_pack": (None, [p, i64, i64, p]),
+        "vqrec_fs_unpack": (None, [p, i64, p, p, i64, p]),
+        "vqrec_fs_sums": (None, [p, i64, p, i64, p, i32]),
+        "vqrec_fs_candidates": (None, [p, i64, p, p, p, p, i64, f32, p, p, i64, p, p, p, p, i32]),
+        "vqrec_fs_search_many": (
+            None,
+            [i64, p, i64, p, p, p, i64, p, i64, p, p, p, i64, p, p, p, p, i64, i64, p, p, p, p, p, p, p, p, i32],
+        ),
+        "vqrec_ivf8_search_many": (
+            None,
+            [i64, p, i64, i64, p, p, i64, p, i64, p, p, p, i64, p, p, p, p, i64, p, p, p, p, p, p, i32],
+        ),
+    }
+    for name, (res, args) in sig.items():
+        f = getattr(lib, name)
+        f.restype = res
+        f.argtypes = args
+    return True
+
+
+_BOUND = _bind()
+
+
+def fastscan_available() -> bool:
+    return _BOUND
+
+
+@functools.cache
+def has_avx2() -> bool:
+    return bool(_BOUND and _KERNEL.vqrec_fs_has_avx2())  # type: ignore[union-attr]
+
+
+def kernel_paths() -> list[str]:
+    """The kernel paths this machine can run (tests compare each with the numpy reference)."""
+    if not _BOUND:
+        return []
+    return ["scalar", "avx2"] if has_avx2() else ["scalar"]
+
+
+def supports(M: int, nbits: int) -> bool:
+    """Codes the 4-bit layout holds: 4-bit codes, an even number of them, at most 256."""
+    return nbits == 4 and M % 2 == 0 and 2 <= M <= 256
+
+
+# ---- layout ----------------------------------------------------------------------------------------
+def list_blocks(list_rows: NDArray[np.int64]) -> NDArray[np.int64]:
+    """(nlist+1,) first block of each list: every list starts a new block of 32."""
+    sizes = np.diff(list_rows)
+    return np.concatenate([[0], np.cumsum((sizes + BLOCK - 1) // BLOCK)]).astype(np.int64)
+
+
+def pack_ref(codes: NDArray[np.uint8]) -> NDArray[np.uint8]:
+    """Numpy reference of the packed layout of one list: (n, M) codes -> (ceil(n/32), 16*M) bytes."""
+    n, M = codes.shape
+    nb = (n + BLOCK - 1) // BLOCK
+    c = np.zeros((nb * BLOCK, M), np.uint8)
+    c[:n] = codes & 15
+    c = c.reshape(nb, 2, 16, M // 2, 2)  # block, half (item j / j+16), byte j, pair, m in pair
+    byte = c[:, 0] | (c[:, 1] << 4)  # (nb, 16, M/2, 2)
+    return np.ascontiguousarray(byte.transpose(0, 2, 3, 1).reshape(nb, 16 * M))
+
+
+def pack(codes: NDArray[np.uint8], list_rows: NDArray[np.int64]) -> NDArray[np.uint8]:
+    """All lists packed, each from a block boundary: (total blocks, 16*M) bytes."""
+    codes = np.ascontiguousarray(codes, dtype=np.uint8)
+    M = codes.shape[1]
+    lb = list_blocks(list_rows)
+    out = np.zeros((int(lb[-1]), 16 * M), np.uint8)
+    for ll in range(len(list_rows) - 1):
+        r0, r1 = int(list_rows[ll]), int(list_rows[ll + 1])
+        if r1 <= r0:
+            continue
+        if _BOUND:
+            _KERNEL.vqrec_fs_pack(_ptr(codes[r0:r1]), r1 - r0, M, _ptr(out[lb[ll] : lb[ll + 1]]))  # type: ignore[union-attr]
+        else:
+            out[lb[ll] : lb[ll + 1]] = pack_ref(codes[r0:r1])
+    return out
+
+
+def unpack_rows(
+    packed: NDArray[np.uint8], M: int, list_rows: NDArray[np.int64], rows: NDArray[np.int64]
+) -> NDArray[np.uint8]:
+    """(len(rows), M) codes of the given rows, read back from the packed layout."""
+    rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+    lists = np.searchsorted(list_rows, rows, side="right") - 1
+    j = rows - list_rows[lists]
+    blocks = list_blocks(list_rows)[lists] + j // BLOCK
+    pos = j % BLOCK
+    if _BOUND:
+        out = np.empty((len(rows), M), np.uint8)
+        blocks, pos = np.ascontiguousarray(blocks), np.ascontiguousarray(pos)
+        _KERNEL.vqrec_fs_unpack(_ptr(packed), M, _ptr(blocks), _ptr(pos), len(rows), _ptr(out))  # type: ignore[union-attr]
+        return out
+    blk = packed[blocks].reshape(len(rows), M // 2, 2, 16)
+    byte = blk[np.arange(len(rows)), :, :, (pos % 16)]  # (n, M/2, 2)
+    shift = np.where(pos < 16, 0, 4).astype(np.uint8)[:, None, None]
+    return ((byte >> shift) & 15).reshape(len(rows), M).astype(np.uint8)
+
+
+# ---- numpy references ------------------------------------------------------------------------------
+def quantize_lut_ref(lut: NDArray[np.float32]) -> tuple[NDArray[np.uint8], np.float32, np.float32]:
+    """(M, 16) float table -> (M, 16) bytes, delta, bias: sum_m lut[m, c_m] ~= delta * sum_m q[m, c_m] + bias."""
+    lut = np.asarray(lut, np.float32)
+    mins = lut.min(axis=1)
+    rng = (lut.max(axis=1) - mins).max()
+    delta = np.float32(rng / np.float32(255)) if rng > 0 else np.float32(1)
+    bias = np.float32(0)
+    for m in mins:  # summed in order, as the kernel does
+        bias = np.float32(bias + m)
+    q = np.floor((lut - mins[:, None]) / delta + np.float32(0.5)).clip(0, 255).astype(np.uint8)
+    return q, delta, bias
+
+
+def block_sums_ref(q: NDArray[np.uint8], codes: NDArray[np.uint8]) -> NDArray[np.int64]:
+    """Integer sums sum_m q[m, codes[i, m]] of (n, M) codes."""
+    M = codes.shape[1]
+    return q[np.arange(M)[None, :], codes.astype(np.intp)].astype(np.int64).sum(axis=1)
+
+
+def approx_scores_ref(
+    lut: NDArray[np.float32],
+    codes: NDArray[np.uint8],
+    rows: NDArray[np.int64],
+    alpha: float,
+    scale: NDArray[np.float32] | None,
+    add: NDArray[np.float32] | None,
+) -> NDArray[np.float32]:
+    """The kernel's approximate score of the given rows (codes aligned with rows), same float32 steps."""
+    q, delta, bias = quantize_lut_ref(lut)
+    acc = block_sums_ref(q, codes).astype(np.float32)
+    v = (delta * acc).astype(np.float32) + bias
+    if scale is not None:
+        v = v * scale[rows]
+    v = np.float32(alpha) * v
+    if add is not None:
+        v = v + add[rows]
+    return v.astype(np.float32)
+
+
+def exact_scores_ref(
+    lut: NDArray[np.float32],
+    codes: NDArray[np.uint8],
+    rows: NDArray[np.int64],
+    alpha: float,
+    scale: NDArray[np.float32] | None,
+    add: NDArray[np.float32] | None,
+) -> NDArray[np.float32]:
+    """Float-table score, summed in the kernel's order (four running sums)."""
+    M = codes.shape[1]
+    vals = lut[np.arange(M)[None, :], codes.astype(np.intp)].astype(np.float32)  # (n, M)
+    s = [np.zeros(len(codes), np.float32) for _ in range(4)]
+    m = 0
+    while m + 4 <= M:
+        for t in range(4):
+            s[t] = s[t] + vals[:, m + t]
+        m += 4
+    while m < M:
+        s[0] = s[0] + vals[:, m]
+        m += 1
+    v = np.float32(alpha) * ((s[0] + s[1]) + (s[2] + s[3]))
+    if scale is not None:
+        v = v * scale[rows]
+    if add is not None:
+        v = v + add[rows]
+    return v.astype(np.float32)
+
+
+def probe_ref(
+    y: NDArray[np.float32],
+    centroids: NDArray[np.float32],
+    w: NDArray[np.float32] | None,
+    b: NDArray[np.float32] | None,
+    nprobe: int,
+) -> NDArray[np.int64]:
+    """The nprobe best lists by <y, c_l> * w_l + b_l (summed over dimensions in order with fused
+    multiply-adds, as the kernel; the kernel holds centroids in float16: pass them rounded so)."""
+    nlist = len(centroids)
+    if nprobe >= nlist:
+        return np.arange(nlist, dtype=np.int64)
+    keys = np.zeros(nlist, np.float32)
+    for j in range(len(y)):  # fused multiply-add: the product is exact in float64, one rounding to float32
+        keys = (keys.astype(np.float64) + np.float64(y[j]) * centroids[:, j].astype(np.float64)).astype(np.float32)
+    if w is not None:
+        keys = keys * w
+    if b is not None:
+        keys = keys + b
+    keys = np.where(np.isnan(keys) | (keys == -np.inf), np.float32(-3.402823466e38), keys).astype(np.float32)
+    return np.lexsort((np.arange(nlist), -keys))[:nprobe].astype(np.int64)
+
+
+def search_ref(
+    lut: NDArray[np.float32],
+    codes: NDArray[np.uint8],
+    list_rows: NDArray[np.int64],
+    lists: NDArray[np.int64],
+    alpha: float,
+    scale: NDArray[np.float32] | None,
+    add: NDArray[np.float32] | None,
+    kcand: int,
+    k: int,
+) -> TopK:
+    """One query through the 4-bit search in numpy: kcand best by approximate score over ``lists``, then the
+    k best of those by the float-table score. codes (n, M) in row order."""
+    rows = np.concatenate([np.arange(list_rows[ll], list_rows[ll + 1]) for ll in lists] or [np.empty(0, np.int64)])
+    rows = rows.astype(np.int64)
+    approx = approx_scores_ref(lut, codes[rows], rows, alpha, scale, add)
+    cand = _top_rows(approx, rows, max(kcand, k))
+    exact = exact_scores_ref(lut, codes[cand], cand, alpha, scale, add)
+    top = _top_rows(exact, cand, k)
+    D = np.full((1, k), -np.inf, np.float32)
+    I = np.full((1, k), -1, np.int64)  # noqa: E741
+    if len(top):
+        pos = {r: i for i, r in enumerate(cand.tolist())}
+        D[0, : len(top)] = exact[[pos[r] for r in top.tolist()]]
+        I[0, : len(top)] = top
+    return TopK(D, I)
+
+
+def _top_rows(scores: NDArray[np.float32], rows: NDArray[np.int64], k: int) -> NDArray[np.int64]:
+    ok = scores > -np.inf  # NaN compares False
+    s, r = scores[ok], rows[ok]
+    order = np.lexsort((r, -s))[:k]
+    return r[order]
+
+
+# ---- the search ------------------------------------------------------------------------------------
+def _contig(a: NDArray | None, dtype: type) -> NDArray | None:
+    if a is None:
+        return None
+    return a if a.dtype == dtype and a.flags.c_contiguous else np.ascontiguousarray(a, dtype=dtype)
+
+
+class _Lists(ctypes.Structure):
+    _fields_ = [
+        *[(name, ctypes.c_int64) for name in ("M", "ksub", "nlist", "d")],
+        *[
+            (name, ctypes.c_void_p)
+            for name in ("packed", "codes", "list_rows", "list_blocks", "ct", "w", "b", "scale", "add", "lutmat")
+        ],
+        ("lut_dt", ctypes.c_int64),
+        ("lut_ystep", ctypes.c_int64),
+    ]
+
+
+def lut_matrix(centroids: NDArray[np.float32], kind: str) -> tuple[NDArray[np.float32], int]:
+    """(M, dt, ksub) table and the step of y per sub-quantizer for the kernel's lookup tables:
+    pq/opq (M, ksub, dsub) centroids -> (M, dsub, ksub), step dsub; rq (M, ksub, d) -> (M, d, ksub), step 0."""
+    mat = np.ascontiguousarray(np.asarray(centroids, np.float32).transpose(0, 2, 1))
+    return mat, (0 if kind == "rq" else mat.shape[1])
+
+
+def lut_ref(y: NDArray[np.float32], mat: NDArray[np.float32], ystep: int) -> NDArray[np.float32]:
+    """Numpy reference of the kernel's lookup table of one vector (same float32 steps)."""
+    M, dt, ksub = mat.shape
+    out = np.zeros((M, ksub), np.float32)
+    for t in range(dt):
+        yv = np.array([y[m * ystep + t] for m in range(M)], np.float32)[:, None]
+        out = out + yv * mat[:, t, :]
+    return out.astype(np.float32)
+
+
+if _BOUND:
+    _f = _KERNEL.vqrec_lists_search  # type: ignore[union-attr]
+    _f.restype = ctypes.c_int64
+    _f.argtypes = [ctypes.c_void_p, ctypes.c_int64, *[ctypes.c_void_p] * 3, ctypes.c_int64, ctypes.c_void_p,
+                   ctypes.c_int64, ctypes.c_int64, *[ctypes.c_void_p] * 3, ctypes.c_int]  # fmt: skip
+    _g = _KERNEL.vqrec_lists_search_ws  # type: ignore[union-attr]
+    _g.restype = ctypes.c_int64
+    _g.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+
+
+class ListScan:
+    """The partitioned search of one index under one score: the index's arrays, held (and their addresses
+    computed) once, so a query pays for its own arrays only.
+
+    4-bit codes when ``packed`` is given (candidates by the 8-bit table, the best ``kcand`` re-scored with the
+    float table), else ``codes`` (n, M) of any width in row order, scored exactly with the float table.
+    ``centroids_t`` is (d, nlist); keys of list l are <y, c_l> * w_l + b_l (w, b optional).
+    """
+
+    def __init__(
+        self,
+        *,
+        M: int,
+        ksub: int,
+        list_rows: NDArray[np.int64],
+        centroids_t: NDArray[np.float32],
+        scale: NDArray[np.float32] | None,
+        add: NDArray[np.float32] | None,
+        w: NDArray[np.float32] | None = None,
+        b: NDArray[np.float32] | None = None,
+        packed: NDArray[np.uint8] | None = None,
+        codes: NDArray[np.uint8] | None = None,
+        lutmat: NDArray[np.float32] | None = None,
+        lut_ystep: int = 0,
+    ) -> None:
+        if packed is None and codes is None:
+            raise ValueError("ListScan needs packed 4-bit codes or a code table")
+        self.M, self.ksub = M, ksub
+        self.list_rows = _contig(list_rows, np.int64)
+        # float16 in the kernel: half the bytes streamed per query (keys only order the lists)
+        self.centroids_t = np.ascontiguousarray(centroids_t, dtype=np.float16)
+        self.d, self.nlist = self.centroids_t.shape
+        self.w, self.b = _contig(w, np.float32), _contig(b, np.float32)
+        # per-row terms padded by a block: the kernel reads a list's last block whole
+        self.scale, self.add = (
+            None if a is None else np.concatenate([np.asarray(a, np.float32), np.zeros(BLOCK, np.float32)])
+            for a in (scale, add)
+        )
+        self.packed = None if packed is None else _contig(packed, np.uint8)
+        self.codes = None if codes is None else _contig(codes, np.uint8)
+        self.list_blocks = list_blocks(self.list_rows) if packed is not None else None  # type: ignore[arg-type]
+        self.lutmat = None if lutmat is None else _contig(lutmat, np.float32)
+        self.lut_ystep = lut_ystep
+        self._struct = _Lists(
+            M, ksub, self.nlist, self.d,
+            *(_ptr(a) for a in (self.packed, None if packed is not None else self.codes, self.list_rows,
+                                self.list_blocks, self.centroids_t, self.w, self.b, self.scale, self.add,
+                                self.lutmat)),
+            0 if lutmat is None else lutmat.shape[1], lut_ystep,
+        )  # fmt: skip
+        self._addr = ctypes.addressof(self._struct)
+        self._local = threading.local()
+
+    def _workspace(self, k: int) -> _Workspace:
+        ws = getattr(self._local, "ws", None)
+        if ws is None or ws.k != k:
+            ws = self._local.ws = _Workspace(self.M, self.ksub, self.d, k)
+        return ws
+
+    def lut(self, y: NDArray[np.float32]) -> NDArray[np.float32]:
+        """The kernel's lookup table of one code-space vector (tests compare it with ``lut_ref``)."""
+        if self.lutmat is None:
+            raise ValueError("this ListScan was made without a lookup-table matrix")
+        y = np.ascontiguousarray(y, np.float32).reshape(self.d)
+        out = np.empty((self.M, self.ksub), np.float32)
+        if _BOUND:
+            _KERNEL.vqrec_lists_lut(self._addr, _ptr(y), _ptr(out))  # type: ignore[union-attr]
+            return out
+        return lut_ref(y, self.lutmat, self.lut_ystep)
+
+    def search(
+        self,
+        luts: NDArray[np.float32] | None,
+        ys: NDArray[np.float32],
+        alpha: NDArray[np.float32] | None,
+        *,
+        nprobe: int,
+        k: int,
+        kcand: int = 0,
+        probes: NDArray[np.int64] | None = None,
+        impl: Impl = "auto",
+        threads: int | None = None,
+    ) -> tuple[TopK, NDArray[np.int64]]:
+        """Top-k over the nprobe best lists of each query; returns (TopK, items scanned per query).
+
+        ``luts`` (nq, M, ksub) given, or None: computed in the kernel from ``ys`` (needs ``lutmat``).
+        ``alpha`` (nq,) per-query factors, or None for 1."""
+        nq = len(ys)
+        if luts is None and self.lutmat is None:
+            raise ValueError("luts=None needs a ListScan made with lutmat")
+        nprobe = max(1, min(int(nprobe), self.nlist))
+        kcand = max(kcand, k)
+        if not _BOUND:
+            if luts is None:
+                luts = np.stack([lut_ref(y, self.lutmat, self.lut_ystep) for y in ys])  # type: ignore[arg-type]
+            a = np.ones(nq, np.float32) if alpha is None else alpha
+            return _search_numpy(self, luts, ys, a, nprobe, k, kcand, probes)
+        code = _IMPLS[impl]
+        if nq == 1 and probes is None:  # the latency path: the query copied into a workspace of known address
+            ws = self._workspace(k)
+            ws.y[...] = ys.reshape(ws.y.shape)
+            if luts is None:
+                ws.head[4] = 0
+            else:
+                ws.lut[...] = luts.reshape(ws.lut.shape)
+                ws.head[4] = ws.p_lut
+            if alpha is None:
+                ws.head[6] = 0
+            else:
+                ws.alpha[0] = alpha.reshape(-1)[0]
+                ws.head[6] = ws.p_alpha
+            ws.head[:2] = nprobe, kcand
+            ws.head[3] = code
+            if _KERNEL.vqrec_lists_search_ws(self._addr, ws.p_head):  # type: ignore[union-attr]
+                raise MemoryError("partitioned search: out of memory")
+            return TopK(ws.D.copy(), ws.I.copy()), ws.scanned.copy()
+        luts = None if luts is None else _contig(luts, np.float32)
+        ys = _contig(ys, np.float32)  # type: ignore[assignment]
+        alpha = None if alpha is None else _contig(np.asarray(alpha).reshape(nq), np.float32)
+        if probes is not None:
+            probes = _contig(probes, np.int64)
+            nprobe = probes.shape[1]  # type: ignore[union-attr]
+        D = np.empty((nq, k), np.float32)
+        I = np.empty((nq, k), np.int64)  # noqa: E741
+        scanned = np.zeros(nq, np.int64)
+        lp, yp, ap, dp, ip, sp = (_ptr(a) for a in (luts, ys, alpha, D, I, scanned))
+        pp = _ptr(probes)
+        lut_bytes = self.M * self.ksub * 4
+        failed = []
+
+        def run(q0: int, q1: int) -> None:
+            if q1 > q0 and _KERNEL.vqrec_lists_search(  # type: ignore[union-attr]
+                self._addr, q1 - q0, None if lp is None else lp + q0 * lut_bytes, yp + q0 * self.d * 4,
+                None if ap is None else ap + q0 * 4, nprobe, None if pp is None else pp + q0 * nprobe * 8, kcand, k,
+                dp + q0 * k * 4, ip + q0 * k * 8, sp + q0 * 8, code,
+            ):  # fmt: skip
+                failed.append(q0)
+
+        threads = threads or _default_threads()
+        if threads <= 1 or nq < 2 * threads:
+            run(0, nq)
+        else:
+            bounds = np.linspace(0, nq, threads + 1).astype(int).tolist()
+            with ThreadPoolExecutor(threads) as pool:
+                list(pool.map(lambda ab: run(*ab), zip(bounds[:-1], bounds[1:], strict=True)))
+        if failed:
+            raise MemoryError("partitioned search: out of memory")
+        return TopK(D, I), scanned
+
+
+class _Workspace:
+    """One query's input and output arrays in one buffer, with their addresses computed once."""
+
+    def __init__(self, M: int, ksub: int, d: int, k: int) -> None:
+        sizes = [80, M * ksub * 4, d * 4, 8, k * 4, k * 8, 8]
+        offs = np.concatenate([[0], np.cumsum([(s + 63) // 64 * 64 for s in sizes])]).astype(int)
+        self.k = k
+        self.buf = np.zeros(int(offs[-1]), np.uint8)
+        base = _ptr(self.buf)
+        self.head = self.buf[: sizes[0]].view(np.int64)  # nprobe, kcand, k, impl, then the six addresses
+        self.lut = self.buf[offs[1] : offs[1] + sizes[1]].view(np.float32).reshape(1, M, ksub)
+        self.y = self.buf[offs[2] : offs[2] + sizes[2]].view(np.float32).reshape(1, d)
+        self.alpha = self.buf[offs[3] : offs[3] + 4].view(np.float32)
+        self.D = self.buf[offs[4] : offs[4] + sizes[4]].view(np.float32).reshape(1, k)
+        self.I = self.buf[offs[5] : offs[5] + sizes[5]].view(np.int64).reshape(1, k)
+        self.scanned = self.buf[offs[6] : offs[6] + 8].view(np.int64)
+        self.head[2] = k
+        self.head[4:10] = [base + int(o) for o in offs[1:7]]
+        self.p_head, self.p_lut, self.p_alpha = base, base + int(offs[1]), base + int(offs[3])
+
+
+def _search_numpy(ls: ListScan, luts, ys, alpha, nprobe, k, kcand, probes):  # type: ignore[no-untyped-def]
+    """The kernel's search without the kernel (slow; used only when the C library is not built)."""
+    nq = len(luts)
+    lr, nlist = ls.list_rows, ls.nlist
+    ct = np.ascontiguousarray(ls.centroids_t.T.astype(np.float32))
+    codes = ls.codes if ls.packed is None else unpack_rows(ls.packed, ls.M, lr, np.arange(lr[-1]))
+    alpha = np.asarray(alpha, np.float32).reshape(nq)
+    D = np.full((nq, k), -np.inf, np.float32)
+    I = np.full((nq, k), -1, np.int64)  # noqa: E741
+    scanned = np.zeros(nq, np.int64)
+    for q in range(nq):
+        lists = probes[q] if probes is not None else probe_ref(ys[q], ct, ls.w, ls.b, nprobe)
+        lists = lists[(lists >= 0) & (lists < nlist)]
+        scanned[q] = int(sum(lr[ll + 1] - lr[ll] for ll in lists))
+        if ls.packed is not None:
+            top = search_ref(luts[q], codes, lr, lists, float(alpha[q]), ls.scale, ls.add, kcand, k)
+        else:
+            top = _exact8_ref(luts[q], codes, lr, lists, float(alpha[q]), ls.scale, ls.add, k)
+        D[q], I[q] = top.D[0], top.I[0]
+    return TopK(D, I), scanned
+
+
+def _exact8_ref(lut, codes, list_rows, lists, alpha, scale, add, k):  # type: ignore[no-untyped-def]
+    """Exact ADC top-k over the rows of ``lists`` (ties by lower row), in numpy."""
+    parts = [np.arange(list_rows[ll], list_rows[ll + 1]) for ll in lists]
+    rows = np.sort(np.concatenate(parts)).astype(np.int64) if parts else np.empty(0, np.int64)
+    s = adc_scores_ref(lut[None], codes[rows])[0] * np.float32(alpha)
+    if scale is not None:
+        s = s * scale[rows]
+    if add is not None:
+        s = s + add[rows]
+    s[np.isnan(s)] = -np.inf
+    top = topk_from_scores(s[None].astype(np.float32), k) if len(rows) else None
+    if top is None:
+        return TopK(np.full((1, k), -np.inf, np.float32), np.full((1, k), -1, np.int64))
+    return TopK(top.D, np.where(top.I >= 0, rows[np.maximum(top.I, 0)], -1))

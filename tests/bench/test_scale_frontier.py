@@ -1,0 +1,76 @@
+"""bench/scale.py's pure part: memory classes, Pareto frontier, best QPS per recall level and the ratios."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.scale import CLASSES, best_at, compare, memory_classes, pareto
+
+
+def _p(method: str, setting: str, recall: float, one: float, batch: float, b: float) -> dict:
+    return {
+        "method": method,
+        "setting": setting,
+        "recall": recall,
+        "qps_one1": one,
+        "qps_batch1": batch,
+        "bytes_per_item": b,
+        "nominal_bytes_per_item": b,
+    }
+
+
+D = 64
+POINTS = [
+    _p("vqrec", "a", 0.60, 9000.0, 20000.0, 40.0),  # codes only
+    _p("vqrec", "b", 0.90, 3000.0, 8000.0, 200.0),  # any
+    _p("vqrec", "c", 0.55, 5000.0, 15000.0, 40.0),  # dominated by a
+    _p("scann", "x", 0.50, 20000.0, 30000.0, 36.5),
+    _p("scann", "y", 0.80, 10000.0, 12000.0, 100.5),  # compact copy (<= 112)
+    _p("hnswlib", "z", 0.95, 5000.0, 6000.0, 404.5),
+]
+
+
+def test_memory_classes() -> None:
+    assert memory_classes(48.0, D) == ["codes only", "compact copy", "any"]
+    assert memory_classes(48.1, D) == ["compact copy", "any"]
+    assert memory_classes(112.0, D) == ["compact copy", "any"]
+    assert memory_classes(112.5, D) == ["any"]
+
+
+def test_pareto() -> None:
+    front = pareto(POINTS, "qps_one1")
+    assert [p["setting"] for p in front] == ["x", "y", "z"]  # by recall; a, b, c are beaten on both
+    front = pareto([p for p in POINTS if p["method"] == "vqrec"], "qps_one1")
+    assert [p["setting"] for p in front] == ["a", "b"]
+    # a tie on recall keeps the faster point only
+    tie = [_p("m", "s", 0.7, 10.0, 1.0, 1.0), _p("m", "f", 0.7, 20.0, 1.0, 1.0)]
+    assert [p["setting"] for p in pareto(tie, "qps_one1")] == ["f"]
+    assert pareto([], "qps_one1") == []
+
+
+def test_best_at() -> None:
+    assert best_at(POINTS, 0.5, "qps_one1")["setting"] == "x"
+    assert best_at(POINTS, 0.85, "qps_batch1")["setting"] == "b"
+    assert best_at(POINTS, 0.99, "qps_one1") is None
+
+
+def test_compare() -> None:
+    rows = compare(POINTS, D, qps_key="qps_one1", levels=(0.5, 0.6, 0.9, 0.97))
+    assert len(rows) == len(CLASSES) * 4
+    by = {(r["class"], r["level"]): r for r in rows}
+    r = by[("codes only", 0.5)]
+    assert (r["ours_setting"], r["peer_setting"]) == ("a", "x")
+    assert r["ratio"] == pytest.approx(9000 / 20000)
+    r = by[("codes only", 0.6)]  # scann x stops at 0.5 in this class: no peer
+    assert r["peer"] is None and r["ratio"] is None and r["ours"] == 9000.0
+    r = by[("compact copy", 0.6)]
+    assert (r["ours_setting"], r["peer_setting"]) == ("a", "y")
+    r = by[("any", 0.9)]
+    assert (r["ours_setting"], r["peer_setting"]) == ("b", "z")
+    assert r["ratio"] == pytest.approx(3000 / 5000)
+    r = by[("any", 0.97)]
+    assert r["ours"] is None and r["peer"] is None and r["ratio"] is None
+    # batch figures and the nominal bytes go through the same code
+    rows = compare(POINTS, D, qps_key="qps_batch1", levels=(0.8,), bytes_key="nominal_bytes_per_item")
+    r = next(r for r in rows if r["class"] == "any")
+    assert (r["ours_setting"], r["peer_setting"], r["ratio"]) == ("b", "y", pytest.approx(8000 / 12000))

@@ -1,0 +1,159 @@
+"""Partitioned indexes: rows stored per list, queries probing the nprobe best lists.
+
+Oracles: with every list probed, a partitioned index answers exactly as the same codes scanned flat (ids and
+scores, every metric, every query kind); with fewer lists, recall against exact search rises with nprobe.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+import faiss
+import numpy as np
+import pytest
+
+from tests.conftest import as_embeddings, recsys_arrays
+from vqrec.index import ArtifactCorrupt, ConfigError, InputError, build_index, load_index, save_index
+from vqrec.index.artifact_io import write_manifest
+from vqrec.index.partition import auto_nlist
+from vqrec.trainers.config import TrainConfig
+from vqrec.trainers.quantizers import train
+
+NLIST = 12
+
+
+@pytest.fixture(scope="module")
+def data():  # type: ignore[no-untyped-def]
+    xb, xq, zero = recsys_arrays(n=3000, d=16, nq=40)
+    return as_embeddings(xb), as_embeddings(xq[:30], "u"), xq, zero
+
+
+def _pair(data, method: str, metric: str, nbits: int, **kw):  # type: ignore[no-untyped-def]
+    items, users, _, _ = data
+    cb = train(items, TrainConfig(method=method, metric=metric, M=8, nbits=nbits, niter=8, eval_queries=10,
+                                  beam_size=2), show_progress=False)  # fmt: skip
+    flat = build_index(cb, items, users=users, nlist=0, show_progress=False, **kw)
+    part = build_index(cb, items, users=users, nlist=NLIST, nprobe=NLIST, show_progress=False, **kw)
+    return flat, part
+
+
+def _same(a, b) -> None:  # type: ignore[no-untyped-def]
+    for ra, rb in zip(a, b, strict=True):
+        assert ra.ids == rb.ids
+        assert np.allclose(ra.scores, rb.scores, rtol=1e-5, atol=1e-6)
+
+
+CASES = [("pq", "ip", 8), ("pq", "ip", 4), ("opq", "cosine", 4), ("pq", "l2", 4), ("rq", "ip", 4), ("rq", "l2", 6)]
+
+
+@pytest.mark.parametrize(("method", "metric", "nbits"), CASES)
+def test_every_list_probed_answers_as_flat(data, method: str, metric: str, nbits: int) -> None:  # type: ignore[no-untyped-def]
+    flat, part = _pair(data, method, metric, nbits, item_vectors="float32", user_storage="codes")
+    assert part.partition is not None and part.nlist == NLIST and flat.partition is None
+    assert part.scan_kind == ("fastscan4" if nbits == 4 else "lists")
+    _, users, xq, zero = data
+    some = [flat.item_ids[i] for i in (0, 5, 17, int(zero[0]))]
+    excl = [["i1", "i2", "i3"]] * 4
+    _same(flat.search(xq, 10), part.search(xq, 10))
+    _same(flat.search(xq, 10, score="l2"), part.search(xq, 10, score="l2"))
+    _same(flat.similar(some, 7, exclude=excl), part.similar(some, 7, exclude=excl))
+    _same(flat.recommend(users.ids[:6], 10), part.recommend(users.ids[:6], 10))
+    _same(flat.search(xq[:4], 5, rerank=50), part.search(xq[:4], 5, rerank=50))
+    _same(flat.similar_to_vector(xq[:3], 9), part.similar_to_vector(xq[:3], 9))
+    # every per-item array follows the rows: an item keeps its norms, zero flag and vector
+    for iid in ("i0", "i999", f"i{int(zero[1])}"):
+        fi, pi = flat.item_info(iid), part.item_info(iid)
+        assert (fi["codes"], fi["norm"], fi["zero_vector"]) == (pi["codes"], pi["norm"], pi["zero_vector"])
+        assert np.array_equal(flat.item_vectors[flat.row_of(iid)], part.item_vectors[part.row_of(iid)])
+
+
+@pytest.mark.parametrize(("method", "metric", "nbits"), [("pq", "ip", 4), ("pq", "ip", 8), ("pq", "l2", 8)])
+def test_recall_rises_with_nprobe_to_the_flat_recall(data, method: str, metric: str, nbits: int) -> None:  # type: ignore[no-untyped-def]
+    items, _, xq, _ = data
+    flat, part = _pair(data, method, metric, nbits)
+    exact = faiss.IndexFlatIP(16) if metric == "ip" else faiss.IndexFlatL2(16)
+    exact.add(items.vectors)
+    _, gt = exact.search(xq, 10)
+    truth = [{f"i{j}" for j in row} for row in gt]
+
+    def recall(res) -> float:  # type: ignore[no-untyped-def]
+        return float(np.mean([len(set(r.ids) & t) / 10 for r, t in zip(res, truth, strict=True)]))
+
+    curve = [recall(part.search(xq, 10, nprobe=p)) for p in (1, 3, 6, NLIST)]
+    assert curve == sorted(curve) and curve[0] < curve[-1]
+    assert curve[-1] == pytest.approx(recall(flat.search(xq, 10)))
+    assert curve[1] >= 0.5 * curve[-1]  # a quarter of the lists already finds most of it
+
+
+def test_save_load_keeps_the_partition(data, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    _, part = _pair(data, "pq", "ip", 4)
+    path = str(tmp_path / "p")
+    manifest = save_index(part, path)
+    assert manifest["partition"]["nlist"] == NLIST and manifest["partition"]["nprobe"] == NLIST
+    back = load_index(path)
+    assert back.nlist == NLIST and back.nprobe == NLIST
+    assert np.array_equal(back.partition.list_rows, part.partition.list_rows)
+    xq = data[2]
+    for p in (1, 4, NLIST):
+        _same(part.search(xq, 10, nprobe=p), back.search(xq, 10, nprobe=p))
+
+
+def _rewrite(path: str, name: str, arr: np.ndarray) -> None:
+    np.save(os.path.join(path, name), arr)
+    with open(os.path.join(path, "manifest.json")) as f:
+        m = json.load(f)
+    with open(os.path.join(path, name), "rb") as f:
+        raw = f.read()
+    m["files"][name] = {"sha256": hashlib.sha256(raw).hexdigest(), "bytes": len(raw)}
+    write_manifest(path, m)
+
+
+def test_corrupt_partition_is_refused_by_name(data, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    _, part = _pair(data, "pq", "ip", 8)
+    path = str(tmp_path / "p")
+    save_index(part, path)
+    rows = np.load(os.path.join(path, "partition_lists.npy"))
+    bad = rows.copy()
+    bad[-1] -= 1
+    _rewrite(path, "partition_lists.npy", bad)
+    with pytest.raises(ArtifactCorrupt, match=r"partition_lists\.npy: list offsets must rise from 0 to n_items"):
+        load_index(path)
+    _rewrite(path, "partition_lists.npy", rows)
+    load_index(path)
+    with open(os.path.join(path, "manifest.json")) as f:
+        m = json.load(f)
+    m["partition"]["nprobe"] = NLIST + 1
+    write_manifest(path, m)
+    with pytest.raises(ArtifactCorrupt, match=r"partition\.nprobe"):
+        load_index(path)
+    m["partition"]["nprobe"] = 2
+    m["partition"]["kind"] = "cube"
+    write_manifest(path, m)
+    with pytest.raises(ArtifactCorrupt, match=r"partition\.kind"):
+        load_index(path)
+
+
+def test_nprobe_and_nlist_errors(data) -> None:  # type: ignore[no-untyped-def]
+    flat, part = _pair(data, "pq", "ip", 4)
+    xq = data[2][:1]
+    for bad in (0, -3, "2", True, 1.5):
+        with pytest.raises(InputError, match="nprobe must be an integer >= 1"):
+            part.search(xq, 10, nprobe=bad)  # type: ignore[arg-type]
+    assert part.search(xq, 10, nprobe=10_000)[0].ids == part.search(xq, 10, nprobe=NLIST)[0].ids  # capped
+    assert flat.search(xq, 10, nprobe=5)[0].ids == flat.search(xq, 10)[0].ids  # one list: nothing to choose
+    items = data[0]
+    cb = flat.codebooks
+    with pytest.raises(ConfigError, match=r"nlist \(5000\) must not exceed the number of items \(3000\)"):
+        build_index(cb, items, nlist=5000, show_progress=False)
+    with pytest.raises(ConfigError, match="nprobe applies to a partitioned index"):
+        build_index(cb, items, nlist=0, nprobe=3, show_progress=False)
+    with pytest.raises(ConfigError, match=r"nprobe must be between 1 and nlist \(4\)"):
+        build_index(cb, items, nlist=4, nprobe=9, show_progress=False)
+
+
+def test_auto_nlist() -> None:
+    assert auto_nlist(99_999) == 0
+    assert auto_nlist(1_000_000) == 2000
+    assert auto_nlist(100_000) == 632
