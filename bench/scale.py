@@ -13,7 +13,7 @@ The peers are configured as ``../shared/peers.md`` says (list counts scale as sq
 ScaNN tree(1000 leaves) + AH (d/4 and d/2 bytes) with no, int8 or float32 reorder; hnswlib M=16,
 ef_construction=100; faiss IVF1024,PQ{d/2}x4fs with and without RFlat. vqrec: PQ M=d/2 x 4 bits (the
 same d/4 bytes of codes as ScaNN AH d/4 and faiss PQx4fs), auto nlist, nprobe x rerank grid; rerank
-re-scores candidates with the float16 item vectors. Every method trains on (at most) 100,000 vectors and
+re-scores candidates with the int8 item vectors (d bytes per item). Every method trains on (at most) 100,000 vectors and
 builds with 2 threads.
 
 For every setting, with the same queries and ground truth:
@@ -329,7 +329,7 @@ def _peer_import(name: str) -> Any:
 def measure_vqrec(
     data: ScaleData, *, k: int = 10, quick: bool = False, n_one: int = 500, workdir: str, nlist: int | None = None
 ) -> list[dict[str, Any]]:
-    """vqrec PQ M=d/2 x 4 bits, metric ip: codes only (rerank 0) and with float16 item vectors (rerank > 0)."""
+    """vqrec PQ M=d/2 x 4 bits, metric ip: codes only (rerank 0) and with int8 item vectors (rerank > 0)."""
     from vqrec.index import load_index
     from vqrec.trainers.config import TrainConfig
     from vqrec.trainers.quantizers import train
@@ -342,7 +342,7 @@ def measure_vqrec(
     row_of = {s: i for i, s in enumerate(data.items.ids)}
     points: list[dict[str, Any]] = []
     reranks = _grid(VQREC_RERANK, quick)
-    for vectors, rr_grid in (("none", [r for r in reranks if r == 0]), ("float16", [r for r in reranks if r > 0])):
+    for vectors, rr_grid in (("none", [r for r in reranks if r == 0]), ("int8", [r for r in reranks if r > 0])):
         if not rr_grid:
             continue
         t1 = time.perf_counter()
@@ -379,7 +379,7 @@ def measure_vqrec(
                 s = Searcher(batch=batch, one=lambda q, b=batch: b(q, 1), rows=rows)
                 m = measure_setting(s, data, k, n_one)
                 setting = f"PQ{d // 2}x4 nlist={idx.nlist} nprobe={p} rerank={rr}" + (
-                    " (fp16 vectors)" if rr else " (codes only)"
+                    " (int8 vectors)" if rr else " (codes only)"
                 )
                 points.append(point("vqrec", setting, m, ram, build_s, item_vectors=vectors, nprobe=p, rerank=rr))
                 _log_point(points[-1])

@@ -43,12 +43,16 @@
 #define IMPL_AVX2 2
 
 int vqrec_fs_has_avx2(void) {
+    static int known = -1; /* asked once: the answer does not change while the process runs */
+    if (known < 0) {
 #ifdef VQREC_X86
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+        __builtin_cpu_init();
+        known = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
 #else
-    return 0;
+        known = 0;
 #endif
+    }
+    return known;
 }
 
 static int resolve_impl(int impl) {
@@ -596,7 +600,59 @@ typedef struct {
     const float *scale, *add;   /* per-row score terms (may be NULL) */
     const float *lutmat;        /* (M, lut_dt, ksub): the lookup table of a vector is computed here */
     int64_t lut_dt, lut_ystep;  /* pq/opq: dsub, dsub (slice m of y); rq: d, 0 (all of y per stage) */
+    const void *vecs;           /* (n, d) item vectors in input space for the exact re-rank, or NULL */
+    int64_t vec_type;           /* 1 float32, 2 float16, 3 int8 (x = v * vec_scale, per dimension) */
+    const float *vec_scale;     /* (d,) for int8 */
 } vqrec_lists_t;
+
+#define RR_IP 0
+#define RR_COSINE 1
+#define RR_L2 2
+
+/* item row's vector, as float32, into out (d) */
+static inline void item_vec(const vqrec_lists_t *L, int64_t row, float *out) {
+    const int64_t d = L->d;
+    if (L->vec_type == 1) {
+        memcpy(out, (const float *)L->vecs + row * d, sizeof(float) * (size_t)d);
+    } else if (L->vec_type == 2) {
+        const uint16_t *h = (const uint16_t *)L->vecs + row * d;
+        for (int64_t j = 0; j < d; j++) out[j] = half_to_float(h[j]);
+    } else {
+        const int8_t *v = (const int8_t *)L->vecs + row * d;
+        for (int64_t j = 0; j < d; j++) out[j] = (float)v[j] * L->vec_scale[j];
+    }
+}
+
+/* Exact re-rank of the candidates (cI, cn of them) with the stored item vectors against the input-space query
+ * x (d): ip <x, v>, cosine <x, v> / |v| / |x| (an item with |v| = 0 is never returned), l2 -|x - v|^2. The k best
+ * into D/I (ties by lower row, padded). Summed in double: the order of the sum does not move the result. */
+static void rerank_exact(const vqrec_lists_t *L, const float *x, const int64_t *cI, int64_t cn, int mode, int64_t k,
+                         float *D, int64_t *I) {
+    const int64_t d = L->d;
+    float v[1024];
+    double xn = 0.;
+    for (int64_t j = 0; j < d; j++) xn += (double)x[j] * x[j];
+    xn = sqrt(xn);
+    int64_t nk = 0;
+    for (int64_t c = 0; c < cn; c++) {
+        int64_t row = cI[c];
+        if (row < 0) continue;
+        item_vec(L, row, v);
+        double dot = 0., vv = 0., l2 = 0.;
+        for (int64_t j = 0; j < d; j++) {
+            dot += (double)x[j] * v[j];
+            vv += (double)v[j] * v[j];
+            double t = (double)x[j] - v[j];
+            l2 += t * t;
+        }
+        float sc;
+        if (mode == RR_IP) sc = (float)dot;
+        else if (mode == RR_COSINE) sc = vv > 0. && xn > 0. ? (float)(dot / sqrt(vv) / xn) : -INFINITY;
+        else sc = (float)-l2;
+        heap_push(D, I, &nk, k, sc, row);
+    }
+    heap_finish(D, I, nk, k);
+}
 
 /* lut[m, j] = sum_t y[m * ystep + t] * lutmat[m, t, j], summed over t in order (mul then add, no fusing):
  * the numpy reference (fastscan.lut_ref) takes the same steps. */
@@ -658,9 +714,79 @@ int64_t vqrec_lists_search(const vqrec_lists_t *L, int64_t nq, const float *luts
     return 0;
 }
 
+/* The search, then (rerank > 0) an exact re-rank of the best max(rerank, k) with the stored item vectors against
+ * xr (nq, d) input-space queries, mode RR_*. Returns 0, or -1 when out of memory / no item vectors. */
+int64_t vqrec_lists_search_rr(const vqrec_lists_t *L, int64_t nq, const float *luts, const float *ys,
+                              const float *alphas, int64_t nprobe, const int64_t *probes_in, int64_t kcand, int64_t k,
+                              float *D, int64_t *I, int64_t *scanned, int impl, const float *xr, int64_t rerank,
+                              int64_t mode) {
+    if (rerank <= 0) return vqrec_lists_search(L, nq, luts, ys, alphas, nprobe, probes_in, kcand, k, D, I, scanned, impl);
+    if (!L->vecs || !xr || L->d > 1024) return -1;
+    int64_t kr = rerank > k ? rerank : k, kc = kcand > kr ? kcand : kr;
+    float *cD = malloc(sizeof(float) * (size_t)kr);
+    int64_t *cI = malloc(sizeof(int64_t) * (size_t)kr);
+    int64_t rc = (cD && cI) ? 0 : -1;
+    for (int64_t q = 0; q < nq && rc == 0; q++) {
+        rc = vqrec_lists_search(L, 1, luts ? luts + q * L->M * L->ksub : NULL, ys + q * L->d, alphas ? alphas + q : NULL,
+                                nprobe, probes_in ? probes_in + q * nprobe : NULL, kc, kr, cD, cI, scanned + q, impl);
+        if (rc == 0) rerank_exact(L, xr + q * L->d, cI, kr, (int)mode, k, D + q * k, I + q * k);
+    }
+    free(cD);
+    free(cI);
+    return rc;
+}
+
 /* One query through a workspace: ws[0..3] = nprobe, kcand, k, impl; ws[4..9] = addresses of the lut, y, alpha,
- * D, I and scanned arrays (fixed when the workspace is made; lut and alpha 0 for a vector query). Two arguments: the cheapest call from Python. */
+ * D, I and scanned arrays (fixed when the workspace is made; lut and alpha 0 for a vector query); ws[10..12] = the
+ * re-rank query's address (input space), rerank, mode. Two arguments: the cheapest call from Python. */
 int64_t vqrec_lists_search_ws(const vqrec_lists_t *L, const int64_t *ws) {
-    return vqrec_lists_search(L, 1, (const float *)ws[4], (const float *)ws[5], (const float *)ws[6], ws[0], NULL,
-                              ws[1], ws[2], (float *)ws[7], (int64_t *)ws[8], (int64_t *)ws[9], (int)ws[3]);
+    return vqrec_lists_search_rr(L, 1, (const float *)ws[4], (const float *)ws[5], (const float *)ws[6], ws[0], NULL,
+                                 ws[1], ws[2], (float *)ws[7], (int64_t *)ws[8], (int64_t *)ws[9], (int)ws[3],
+                                 (const float *)ws[10], ws[11], ws[12]);
+}
+
+/* ---- compact id map: ids as one UTF-8 blob + offsets, found through an open-addressing table of rows ---- */
+
+static inline uint64_t fnv1a(const uint8_t *p, int64_t n) {
+    uint64_t h = 1469598103934665603ull;
+    for (int64_t i = 0; i < n; i++) h = (h ^ p[i]) * 1099511628211ull;
+    return h ^ (h >> 29);
+}
+
+static inline int64_t id_off(const void *off, int off32, int64_t i) {
+    return off32 ? (int64_t)((const uint32_t *)off)[i] : ((const int64_t *)off)[i];
+}
+
+/* the row holding key (klen bytes), or -1 */
+int64_t vqrec_ids_find(const uint8_t *blob, const void *off, int off32, const int32_t *table, int64_t cap,
+                       const uint8_t *key, int64_t klen) {
+    uint64_t mask = (uint64_t)cap - 1, slot = fnv1a(key, klen) & mask;
+    for (int64_t probe = 0; probe < cap; probe++, slot = (slot + 1) & mask) {
+        int32_t r = table[slot];
+        if (r < 0) return -1;
+        int64_t a = id_off(off, off32, r), b = id_off(off, off32, r + 1);
+        if (b - a == klen && memcmp(blob + a, key, (size_t)klen) == 0) return r;
+    }
+    return -1;
+}
+
+/* fill table (cap slots, a power of two > n, preset to -1) with rows 0..n-1; returns -1, or the first row
+ * whose id repeats an earlier one */
+int64_t vqrec_ids_build(const uint8_t *blob, const void *off, int off32, int64_t n, int32_t *table, int64_t cap) {
+    uint64_t mask = (uint64_t)cap - 1;
+    for (int64_t i = 0; i < n; i++) {
+        int64_t a = id_off(off, off32, i), len = id_off(off, off32, i + 1) - a;
+        uint64_t slot = fnv1a(blob + a, len) & mask;
+        for (;;) {
+            int32_t r = table[slot];
+            if (r < 0) {
+                table[slot] = (int32_t)i;
+                break;
+            }
+            int64_t ra = id_off(off, off32, r), rb = id_off(off, off32, r + 1);
+            if (rb - ra == len && memcmp(blob + ra, blob + a, (size_t)len) == 0) return i;
+            slot = (slot + 1) & mask;
+        }
+    }
+    return -1;
 }

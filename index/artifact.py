@@ -13,7 +13,8 @@ A directory, readable with plain numpy (no pickles); see docs/artifacts.md:
     pair_tables.npy     (M, ksub, ksub) | (M, M, ksub, ksub) float32, optional
     user_ids.txt        optional, with user_vectors.npy (nu, d) float32|float16 or user_codes.npy (nu, M) uint8
                         (+ user_scale.npy (nu,) float32 with norm-explicit codebooks)
-    item_vectors.npy    optional (n, d) float16|float32, for exact re-ranking
+    item_vectors.npy    optional (n, d) float16|float32|int8, for exact re-ranking (int8: with
+                        item_vectors_scale.npy (d,) float32, x = v * scale per dimension)
     partition_centroids.npy   optional (nlist, d) float32: list centroids in code space (partitioned index)
     partition_lists.npy (nlist+1,) int64: list l holds rows [l] .. [l+1]-1 (every per-item file is in list
                         order; the manifest's ``partition`` section: nlist, kind, default nprobe, list sizes)
@@ -50,6 +51,7 @@ import hashlib
 import logging
 import os
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -66,6 +68,8 @@ from .artifact_io import (
 from .codebooks import Codebooks, load_npz
 from .embeddings import read_ids
 from .errors import ArtifactCorrupt, ConfigError
+from .fastscan import release_freed_memory
+from .ids import IdList, read_id_file
 from .index import CompressedIndex, UserStore
 from .manifest import validate_index_manifest
 from .partition import Partition
@@ -80,7 +84,11 @@ _VECTOR_DTYPES = (np.float16, np.float32)
 _FINITE_CHUNK = 1 << 20  # elements per np.isfinite pass: bounds the temporary bool array (1 MB)
 
 
-def _write_ids(path: str, ids: list[str]) -> None:
+def _write_ids(path: str, ids: Sequence[str]) -> None:
+    if isinstance(ids, IdList):  # already the file's bytes
+        with open(path, "wb") as f:
+            f.write(ids.lines_bytes())
+        return
     with open(path, "w", encoding="utf-8", newline="\n") as f:
         f.writelines(f"{i}\n" for i in ids)
 
@@ -120,6 +128,8 @@ def save_index(
                 np.save(os.path.join(tmp, "user_vectors.npy"), index.users.vectors)
         if index.item_vectors is not None:
             np.save(os.path.join(tmp, "item_vectors.npy"), index.item_vectors)
+            if index.item_vectors_scale is not None:
+                np.save(os.path.join(tmp, "item_vectors_scale.npy"), index.item_vectors_scale.astype(np.float32))
         if index.partition is not None:
             np.save(os.path.join(tmp, "partition_centroids.npy"), index.partition.centroids)
             np.save(os.path.join(tmp, "partition_lists.npy"), index.partition.list_rows)
@@ -192,7 +202,10 @@ def load_index(path: str, *, mmap: bool = True, verify: bool = True) -> Compress
     except (KeyError, TypeError, ConfigError) as e:
         raise ArtifactCorrupt(f"{os.path.join(path, 'codebooks.npz')}: does not match the manifest ({e}).") from None
     codes = load_npy(path, "codes.npy", mmap=mmap)
-    ids = read_ids(os.path.join(path, "item_ids.txt"))
+    try:
+        ids = read_id_file(os.path.join(path, "item_ids.txt"))
+    except ConfigError as e:  # a repeated id
+        raise ArtifactCorrupt(f"{os.path.join(path, 'item_ids.txt')}: {e}") from None
     norms = load_npy(path, "item_norms.npy")
     zero = load_npy(path, "item_zero.npy")
     n = manifest["n_items"]
@@ -247,14 +260,21 @@ def load_index(path: str, *, mmap: bool = True, verify: bool = True) -> Compress
     sem_items = _load_semantic(path, files, sem_meta, "item", ids)
     sem_users = _load_semantic(path, files, sem_meta, "user", users.ids if users is not None else None)
     iv = None
+    iv_scale = None
     if "item_vectors.npy" in files:
         iv = load_npy(path, "item_vectors.npy", mmap=mmap)
-        if iv.dtype not in _VECTOR_DTYPES:
+        if iv.dtype not in (*_VECTOR_DTYPES, np.int8):
             raise ArtifactCorrupt(
-                f"{os.path.join(path, 'item_vectors.npy')}: dtype {iv.dtype}, expected float16 or float32."
+                f"{os.path.join(path, 'item_vectors.npy')}: dtype {iv.dtype}, expected float16, float32 or int8."
             )
         _expect(path, "item_vectors.npy", iv, (n, cb.d), iv.dtype)
         _finite(path, "item_vectors.npy", iv)
+        if iv.dtype == np.int8:
+            if "item_vectors_scale.npy" not in files:
+                raise ArtifactCorrupt(f"{os.path.join(path, 'item_vectors_scale.npy')}: missing (int8 item vectors).")
+            iv_scale = load_npy(path, "item_vectors_scale.npy")
+            _expect(path, "item_vectors_scale.npy", iv_scale, (cb.d,), np.float32)
+            _finite(path, "item_vectors_scale.npy", iv_scale, nonnegative=True)
     partition = _load_partition(path, files, manifest, n, cb.d)
     _check_counts(path, manifest, cb, users)
     verify_manifest_checksum(path, manifest, raw)
@@ -269,6 +289,7 @@ def load_index(path: str, *, mmap: bool = True, verify: bool = True) -> Compress
             pair_tables=tables,
             users=users,
             item_vectors=iv,
+            item_vectors_scale=iv_scale,
             manifest=manifest,
             lut_path=manifest.get("lut_path", "pairs"),
             path=path,
@@ -278,6 +299,7 @@ def load_index(path: str, *, mmap: bool = True, verify: bool = True) -> Compress
         )
     except ConfigError as e:
         raise ArtifactCorrupt(f"{path}: {e}") from None
+    release_freed_memory()
     logger.info(
         "loaded index %s version=%s kind=%s metric=%s n=%d d=%d M=%d nbits=%d in %.3fs",
         path,

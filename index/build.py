@@ -22,7 +22,7 @@ from .semantic import Tokenizer, align, tokenize
 logger = logging.getLogger(__name__)
 
 UserStorage = Literal["float32", "float16", "codes"]
-ItemVectors = Literal["none", "float16", "float32"]
+ItemVectors = Literal["none", "float16", "float32", "int8"]
 # pair tables beyond this size are not stored; queries by id then decode (RQ with many stages)
 DEFAULT_MAX_PAIR_TABLE_BYTES = 64 << 20
 
@@ -98,8 +98,8 @@ def build_index(
         )
     if user_storage not in ("float32", "float16", "codes"):
         raise ConfigError(f"user storage must be float32, float16 or codes, got {user_storage!r}.")
-    if item_vectors not in ("none", "float16", "float32"):
-        raise ConfigError(f"item vectors must be none, float16 or float32, got {item_vectors!r}.")
+    if item_vectors not in ("none", "float16", "float32", "int8"):
+        raise ConfigError(f"item vectors must be none, float16, float32 or int8, got {item_vectors!r}.")
     xb = items.vectors
     encode = encoder or local_encoder(batch_size=batch_size, show_progress=show_progress)
     codes, recon_norms = encode(codebooks, xb, "items")
@@ -131,7 +131,11 @@ def build_index(
             store = UserStore(ids=list(users.ids), storage="codes", codes=ucodes, scale=uscale)
         else:
             store = UserStore(ids=list(users.ids), storage=user_storage, vectors=users.vectors.astype(user_storage))
-    iv = None if item_vectors == "none" else np.ascontiguousarray(xb.astype(item_vectors))
+    iv, iv_scale = None, None
+    if item_vectors == "int8":
+        iv, iv_scale = int8_vectors(xb)
+    elif item_vectors != "none":
+        iv = np.ascontiguousarray(xb.astype(item_vectors))
 
     index = CompressedIndex(
         codebooks=codebooks,
@@ -143,6 +147,7 @@ def build_index(
         pair_tables=tables,
         users=store,
         item_vectors=iv,
+        item_vectors_scale=iv_scale,
         partition=partition,
         manifest={
             "source": {
@@ -165,6 +170,15 @@ def build_index(
     index.manifest["probes"] = make_probes(index, xb)
     logger.info("built %r in %.2fs", index, time.perf_counter() - t0)
     return index
+
+
+def int8_vectors(x: NDArray[np.float32]) -> tuple[NDArray[np.int8], NDArray[np.float32]]:
+    """Per-dimension symmetric int8 copies: x ~= v * scale, scale_j = max_i |x_ij| / 127 (1 for an all-zero
+    dimension). d bytes per item plus d floats in all; the re-rank reads v * scale."""
+    amax = np.abs(x).max(axis=0).astype(np.float64) if len(x) else np.zeros(x.shape[1])
+    scale = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
+    v = np.rint(x / scale).clip(-127, 127).astype(np.int8)
+    return np.ascontiguousarray(v), scale
 
 
 def _partition(

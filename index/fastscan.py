@@ -61,6 +61,16 @@ def _bind() -> bool:
 _BOUND = _bind()
 
 
+def release_freed_memory() -> None:
+    """Hand freed heap memory back to the OS (glibc keeps the pages of large temporaries otherwise: measured at
+    1M items, 59 -> 47 bytes of RSS per item for a loaded 4-bit index). Called after a load and after the
+    one-time set-up of a score's scan. A no-op off glibc."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def fastscan_available() -> bool:
     return _BOUND
 
@@ -256,6 +266,42 @@ def search_ref(
     return TopK(D, I)
 
 
+def item_vectors_f32(
+    vectors: NDArray, scale: NDArray[np.float32] | None, rows: NDArray[np.int64]
+) -> NDArray[np.float32]:
+    """Rows of stored item vectors as float32 (int8 copies times their per-dimension scale)."""
+    v = np.asarray(vectors[rows], dtype=np.float32)
+    return v * scale if vectors.dtype == np.int8 and scale is not None else v
+
+
+def rerank_scores(x: NDArray[np.float32], v: NDArray[np.float32], mode: str) -> NDArray[np.float32]:
+    """Exact scores of item vectors v (n, d) for one input-space query x, in float64 (as the kernel)."""
+    x64, v64 = x.astype(np.float64), v.astype(np.float64)
+    dot = v64 @ x64
+    if mode == "ip":
+        return dot.astype(np.float32)
+    if mode == "cosine":
+        vn, xn = np.sqrt((v64 * v64).sum(axis=1)), np.sqrt(x64 @ x64)
+        ok = (vn > 0) & (xn > 0)
+        return np.where(ok, dot / np.where(ok, vn, 1) / (xn if xn > 0 else 1), -np.inf).astype(np.float32)
+    return (-((v64 - x64) ** 2).sum(axis=1)).astype(np.float32)
+
+
+def rerank_ref(ls: ListScan, top: TopK, xr: NDArray[np.float32], mode: str, k: int) -> TopK:
+    """Numpy reference of the kernel's re-rank: the candidates' exact scores, best k (ties by lower row)."""
+    nq = len(top.I)
+    D = np.full((nq, k), -np.inf, np.float32)
+    I = np.full((nq, k), -1, np.int64)  # noqa: E741
+    for q in range(nq):
+        rows = top.I[q][top.I[q] >= 0]
+        s = rerank_scores(xr[q], item_vectors_f32(ls.vectors, ls.vector_scale, rows), mode)  # type: ignore[arg-type]
+        best = _top_rows(s, rows, k)
+        pos = {r: i for i, r in enumerate(rows.tolist())}
+        D[q, : len(best)] = s[[pos[r] for r in best.tolist()]]
+        I[q, : len(best)] = best
+    return TopK(D, I)
+
+
 def _top_rows(scores: NDArray[np.float32], rows: NDArray[np.int64], k: int) -> NDArray[np.int64]:
     ok = scores > -np.inf  # NaN compares False
     s, r = scores[ok], rows[ok]
@@ -270,6 +316,62 @@ def _contig(a: NDArray | None, dtype: type) -> NDArray | None:
     return a if a.dtype == dtype and a.flags.c_contiguous else np.ascontiguousarray(a, dtype=dtype)
 
 
+def _padded(a: NDArray | None, n: int) -> NDArray[np.float32] | None:
+    if a is None:
+        return None
+    if a.dtype == np.float32 and a.flags.c_contiguous and len(a) >= n + BLOCK:
+        return a
+    out = np.zeros(n + BLOCK, np.float32)
+    out[:n] = np.asarray(a, np.float32)[:n]
+    return out
+
+
+class PackedCodes:
+    """The (n, M) code table read back from the packed 4-bit layout on demand: what an index holds as its
+    codes when they are packed (M/2 bytes per item instead of M). Indexing returns uint8 arrays, as the
+    table would; ``np.asarray`` unpacks every row (artifact writing, tests)."""
+
+    dtype = np.dtype(np.uint8)
+    ndim = 2
+
+    def __init__(self, packed: NDArray[np.uint8], M: int, list_rows: NDArray[np.int64]) -> None:
+        self.packed, self.M, self.list_rows = packed, M, list_rows
+        self.shape = (int(list_rows[-1]), M)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.packed.nbytes)
+
+    def __getitem__(self, key: object) -> NDArray[np.uint8]:
+        n = self.shape[0]
+        if isinstance(key, tuple):
+            rows_key, rest = key[0], key[1:]
+            return self[rows_key][(slice(None), *rest) if not np.isscalar(rows_key) else rest]
+        if isinstance(key, (int, np.integer)):
+            r = int(key) + n if key < 0 else int(key)
+            if not 0 <= r < n:
+                raise IndexError(f"row {key} out of range for {n} rows")
+            return unpack_rows(self.packed, self.M, self.list_rows, np.array([r]))[0]
+        rows = np.arange(n)[key] if isinstance(key, slice) else np.asarray(key)
+        if rows.dtype == bool:
+            rows = np.flatnonzero(rows)
+        flat = rows.reshape(-1).astype(np.int64)
+        flat = np.where(flat < 0, flat + n, flat)
+        if len(flat) and (flat.min() < 0 or flat.max() >= n):
+            raise IndexError(f"row out of range for {n} rows")
+        return unpack_rows(self.packed, self.M, self.list_rows, flat).reshape(*rows.shape, self.M)
+
+    def __array__(self, dtype: object = None, copy: object = None) -> NDArray:
+        full = unpack_rows(self.packed, self.M, self.list_rows, np.arange(self.shape[0]))
+        return full if dtype is None else full.astype(dtype)  # type: ignore[call-overload]
+
+    def tolist(self) -> list[list[int]]:
+        return np.asarray(self).tolist()
+
+
 class _Lists(ctypes.Structure):
     _fields_ = [
         *[(name, ctypes.c_int64) for name in ("M", "ksub", "nlist", "d")],
@@ -279,7 +381,14 @@ class _Lists(ctypes.Structure):
         ],
         ("lut_dt", ctypes.c_int64),
         ("lut_ystep", ctypes.c_int64),
+        ("vecs", ctypes.c_void_p),
+        ("vec_type", ctypes.c_int64),
+        ("vec_scale", ctypes.c_void_p),
     ]
+
+
+_VEC_TYPES = {np.dtype(np.float32): 1, np.dtype(np.float16): 2, np.dtype(np.int8): 3}
+RERANK_MODES = {"ip": 0, "cosine": 1, "l2": 2}
 
 
 def lut_matrix(centroids: NDArray[np.float32], kind: str) -> tuple[NDArray[np.float32], int]:
@@ -304,6 +413,9 @@ if _BOUND:
     _f.restype = ctypes.c_int64
     _f.argtypes = [ctypes.c_void_p, ctypes.c_int64, *[ctypes.c_void_p] * 3, ctypes.c_int64, ctypes.c_void_p,
                    ctypes.c_int64, ctypes.c_int64, *[ctypes.c_void_p] * 3, ctypes.c_int]  # fmt: skip
+    _h = _KERNEL.vqrec_lists_search_rr  # type: ignore[union-attr]
+    _h.restype = ctypes.c_int64
+    _h.argtypes = [*_f.argtypes, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64]
     _g = _KERNEL.vqrec_lists_search_ws  # type: ignore[union-attr]
     _g.restype = ctypes.c_int64
     _g.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
@@ -333,6 +445,8 @@ class ListScan:
         codes: NDArray[np.uint8] | None = None,
         lutmat: NDArray[np.float32] | None = None,
         lut_ystep: int = 0,
+        vectors: NDArray | None = None,
+        vector_scale: NDArray[np.float32] | None = None,
     ) -> None:
         if packed is None and codes is None:
             raise ValueError("ListScan needs packed 4-bit codes or a code table")
@@ -342,22 +456,28 @@ class ListScan:
         self.centroids_t = np.ascontiguousarray(centroids_t, dtype=np.float16)
         self.d, self.nlist = self.centroids_t.shape
         self.w, self.b = _contig(w, np.float32), _contig(b, np.float32)
-        # per-row terms padded by a block: the kernel reads a list's last block whole
-        self.scale, self.add = (
-            None if a is None else np.concatenate([np.asarray(a, np.float32), np.zeros(BLOCK, np.float32)])
-            for a in (scale, add)
-        )
+        # per-row terms padded by a block: the kernel reads a list's last block whole (an array that already
+        # has the padding is used in place)
+        n = int(self.list_rows[-1])  # type: ignore[index]
+        self.scale, self.add = (_padded(a, n) for a in (scale, add))
         self.packed = None if packed is None else _contig(packed, np.uint8)
         self.codes = None if codes is None else _contig(codes, np.uint8)
         self.list_blocks = list_blocks(self.list_rows) if packed is not None else None  # type: ignore[arg-type]
         self.lutmat = None if lutmat is None else _contig(lutmat, np.float32)
         self.lut_ystep = lut_ystep
+        # item vectors for the exact re-rank in the kernel (a memory map is read in place)
+        self.vectors = None
+        if vectors is not None and vectors.dtype in _VEC_TYPES and vectors.flags.c_contiguous:
+            if vectors.dtype != np.int8 or vector_scale is not None:
+                self.vectors = vectors
+        self.vector_scale = None if vector_scale is None else _contig(vector_scale, np.float32)
         self._struct = _Lists(
             M, ksub, self.nlist, self.d,
             *(_ptr(a) for a in (self.packed, None if packed is not None else self.codes, self.list_rows,
                                 self.list_blocks, self.centroids_t, self.w, self.b, self.scale, self.add,
                                 self.lutmat)),
             0 if lutmat is None else lutmat.shape[1], lut_ystep,
+            _ptr(self.vectors), 0 if self.vectors is None else _VEC_TYPES[self.vectors.dtype], _ptr(self.vector_scale),
         )  # fmt: skip
         self._addr = ctypes.addressof(self._struct)
         self._local = threading.local()
@@ -367,6 +487,10 @@ class ListScan:
         if ws is None or ws.k != k:
             ws = self._local.ws = _Workspace(self.M, self.ksub, self.d, k)
         return ws
+
+    @property
+    def rerank_available(self) -> bool:
+        return self.vectors is not None
 
     def lut(self, y: NDArray[np.float32]) -> NDArray[np.float32]:
         """The kernel's lookup table of one code-space vector (tests compare it with ``lut_ref``)."""
@@ -378,6 +502,51 @@ class ListScan:
             _KERNEL.vqrec_lists_lut(self._addr, _ptr(y), _ptr(out))  # type: ignore[union-attr]
             return out
         return lut_ref(y, self.lutmat, self.lut_ystep)
+
+    def search_one(
+        self,
+        y: NDArray[np.float32],
+        *,
+        nprobe: int,
+        k: int,
+        kcand: int,
+        alpha: float | None = None,
+        rerank: int = 0,
+        xr: NDArray[np.float32] | None = None,
+        mode: str = "ip",
+    ) -> tuple[list[int], list[float]]:
+        """One vector query (the table made in the kernel) -> (rows, scores) best first, without padding: the
+        latency path of ``search`` with no arrays made per call besides the answer lists."""
+        if not _BOUND or (rerank and not self.rerank_available):
+            a = None if alpha is None else np.array([alpha], np.float32)
+            top, _ = self.search(None, y.reshape(1, -1), a, nprobe=nprobe, k=k, kcand=kcand, rerank=rerank,
+                                 xr=None if xr is None else xr.reshape(1, -1), mode=mode)  # fmt: skip
+            rows, scores = top.I[0].tolist(), top.D[0].tolist()
+        else:
+            ws = self._workspace(k)
+            ws.y[0] = y.reshape(-1)
+            h = ws.head
+            h[0] = min(max(1, nprobe), self.nlist)
+            h[1] = max(kcand, k)
+            if alpha is None:
+                h[6] = 0
+            else:
+                ws.alpha[0] = alpha
+                h[6] = ws.p_alpha
+            h[4] = 0
+            h[3] = 0
+            if rerank:
+                ws.xr[0] = xr.reshape(-1)  # type: ignore[union-attr]
+                h[10], h[11], h[12] = ws.p_xr, rerank, RERANK_MODES[mode]
+            else:
+                h[11] = 0
+            if _KERNEL.vqrec_lists_search_ws(self._addr, ws.p_head):  # type: ignore[union-attr]
+                raise MemoryError("partitioned search: out of memory")
+            rows, scores = ws.I[0].tolist(), ws.D[0].tolist()
+        n = len(rows)
+        while n and rows[n - 1] < 0:
+            n -= 1
+        return rows[:n], scores[:n]
 
     def search(
         self,
@@ -391,21 +560,33 @@ class ListScan:
         probes: NDArray[np.int64] | None = None,
         impl: Impl = "auto",
         threads: int | None = None,
+        rerank: int = 0,
+        xr: NDArray[np.float32] | None = None,
+        mode: str = "ip",
     ) -> tuple[TopK, NDArray[np.int64]]:
         """Top-k over the nprobe best lists of each query; returns (TopK, items scanned per query).
 
         ``luts`` (nq, M, ksub) given, or None: computed in the kernel from ``ys`` (needs ``lutmat``).
-        ``alpha`` (nq,) per-query factors, or None for 1."""
+        ``alpha`` (nq,) per-query factors, or None for 1. ``rerank`` > 0: the best max(rerank, k) are re-scored
+        with the stored item vectors against ``xr`` (nq, d input-space queries) under ``mode`` (ip, cosine,
+        l2), and the best k of those returned (needs ``rerank_available``)."""
         nq = len(ys)
         if luts is None and self.lutmat is None:
             raise ValueError("luts=None needs a ListScan made with lutmat")
+        if rerank and (not self.rerank_available or xr is None):
+            raise ValueError("rerank needs item vectors in the ListScan and the input-space queries xr")
         nprobe = max(1, min(int(nprobe), self.nlist))
         kcand = max(kcand, k)
         if not _BOUND:
             if luts is None:
                 luts = np.stack([lut_ref(y, self.lutmat, self.lut_ystep) for y in ys])  # type: ignore[arg-type]
             a = np.ones(nq, np.float32) if alpha is None else alpha
-            return _search_numpy(self, luts, ys, a, nprobe, k, kcand, probes)
+            if not rerank:
+                return _search_numpy(self, luts, ys, a, nprobe, k, kcand, probes)
+            kr = max(rerank, k)
+            top, scanned = _search_numpy(self, luts, ys, a, nprobe, kr, max(kcand, kr), probes)
+            return rerank_ref(self, top, xr, mode, k), scanned  # type: ignore[arg-type]
+        rr_mode = RERANK_MODES[mode]
         code = _IMPLS[impl]
         if nq == 1 and probes is None:  # the latency path: the query copied into a workspace of known address
             ws = self._workspace(k)
@@ -422,6 +603,11 @@ class ListScan:
                 ws.head[6] = ws.p_alpha
             ws.head[:2] = nprobe, kcand
             ws.head[3] = code
+            if rerank:
+                ws.xr[...] = xr.reshape(ws.xr.shape)  # type: ignore[union-attr]
+                ws.head[10:13] = ws.p_xr, rerank, rr_mode
+            else:
+                ws.head[11] = 0
             if _KERNEL.vqrec_lists_search_ws(self._addr, ws.p_head):  # type: ignore[union-attr]
                 raise MemoryError("partitioned search: out of memory")
             return TopK(ws.D.copy(), ws.I.copy()), ws.scanned.copy()
@@ -434,16 +620,18 @@ class ListScan:
         D = np.empty((nq, k), np.float32)
         I = np.empty((nq, k), np.int64)  # noqa: E741
         scanned = np.zeros(nq, np.int64)
-        lp, yp, ap, dp, ip, sp = (_ptr(a) for a in (luts, ys, alpha, D, I, scanned))
+        xr = None if not rerank else _contig(xr, np.float32)
+        lp, yp, ap, dp, ip, sp, xp = (_ptr(a) for a in (luts, ys, alpha, D, I, scanned, xr))
         pp = _ptr(probes)
         lut_bytes = self.M * self.ksub * 4
         failed = []
 
         def run(q0: int, q1: int) -> None:
-            if q1 > q0 and _KERNEL.vqrec_lists_search(  # type: ignore[union-attr]
+            if q1 > q0 and _KERNEL.vqrec_lists_search_rr(  # type: ignore[union-attr]
                 self._addr, q1 - q0, None if lp is None else lp + q0 * lut_bytes, yp + q0 * self.d * 4,
                 None if ap is None else ap + q0 * 4, nprobe, None if pp is None else pp + q0 * nprobe * 8, kcand, k,
-                dp + q0 * k * 4, ip + q0 * k * 8, sp + q0 * 8, code,
+                dp + q0 * k * 4, ip + q0 * k * 8, sp + q0 * 8, code, None if xp is None else xp + q0 * self.d * 4,
+                rerank, rr_mode,
             ):  # fmt: skip
                 failed.append(q0)
 
@@ -463,18 +651,20 @@ class _Workspace:
     """One query's input and output arrays in one buffer, with their addresses computed once."""
 
     def __init__(self, M: int, ksub: int, d: int, k: int) -> None:
-        sizes = [80, M * ksub * 4, d * 4, 8, k * 4, k * 8, 8]
+        sizes = [104, M * ksub * 4, d * 4, 8, k * 4, k * 8, 8, d * 4]
         offs = np.concatenate([[0], np.cumsum([(s + 63) // 64 * 64 for s in sizes])]).astype(int)
         self.k = k
         self.buf = np.zeros(int(offs[-1]), np.uint8)
         base = _ptr(self.buf)
-        self.head = self.buf[: sizes[0]].view(np.int64)  # nprobe, kcand, k, impl, then the six addresses
+        self.head = self.buf[: sizes[0]].view(np.int64)  # nprobe, kcand, k, impl, six addresses, xr, rerank, mode
         self.lut = self.buf[offs[1] : offs[1] + sizes[1]].view(np.float32).reshape(1, M, ksub)
         self.y = self.buf[offs[2] : offs[2] + sizes[2]].view(np.float32).reshape(1, d)
         self.alpha = self.buf[offs[3] : offs[3] + 4].view(np.float32)
         self.D = self.buf[offs[4] : offs[4] + sizes[4]].view(np.float32).reshape(1, k)
         self.I = self.buf[offs[5] : offs[5] + sizes[5]].view(np.int64).reshape(1, k)
         self.scanned = self.buf[offs[6] : offs[6] + 8].view(np.int64)
+        self.xr = self.buf[offs[7] : offs[7] + sizes[7]].view(np.float32).reshape(1, d)
+        self.p_xr = base + int(offs[7])
         self.head[2] = k
         self.head[4:10] = [base + int(o) for o in offs[1:7]]
         self.p_head, self.p_lut, self.p_alpha = base, base + int(offs[1]), base + int(offs[3])

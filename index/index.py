@@ -45,6 +45,7 @@ from .errors import (
     UnknownItemError,
     UnknownUserError,
 )
+from .ids import IdList
 from .partition import Partition
 from .semantic import SemanticIds
 
@@ -102,33 +103,37 @@ class CompressedIndex:
     item_scale: NDArray[np.float32] | None = None  # (n,) |x| for norm-explicit codebooks: x_hat = |x| * y_hat
     pair_tables: NDArray[np.float32] | None = None
     users: UserStore | None = None
-    item_vectors: NDArray[Any] | None = None  # (n, d) float16/32 for exact re-ranking (input space)
+    item_vectors: NDArray[Any] | None = None  # (n, d) float16/32 or int8 for exact re-ranking (input space)
     manifest: dict[str, Any] = field(default_factory=dict)
     lut_path: LutPath = "pairs"
     path: str | None = None
     semantic_items: SemanticIds | None = None  # rows aligned with item_ids
     semantic_users: SemanticIds | None = None  # rows aligned with users.ids
     partition: Partition | None = None  # rows stored contiguously per list; None: one list of every row
+    item_vectors_scale: NDArray[np.float32] | None = None  # (d,) per-dimension scale of int8 item vectors
 
     def __post_init__(self) -> None:
         n = len(self.codes)
         if len(self.item_ids) != n or len(self.recon_norms) != n or len(self.zero_items) != n:
             raise ConfigError("codes, item ids, norms and zero flags must have the same length.")
-        self._rows = {s: i for i, s in enumerate(self.item_ids)}
-        norms = np.asarray(self.recon_norms, dtype=np.float32)
-        ok = (~np.asarray(self.zero_items)) & (norms > 0)
-        # cosine terms: scale = 1/|x_hat|, masked items get bias -inf (never returned)
-        self._cos_scale = np.where(ok, 1.0 / np.where(ok, norms, 1.0), 0.0).astype(np.float32)
-        self._cos_bias = np.where(ok, 0.0, -np.inf).astype(np.float32)
+        # ids as one blob + a table of rows (index/ids.py): ~20 B per item where a list and a dict held ~140
+        self.item_ids = IdList.from_list(self.item_ids)  # type: ignore[assignment]
+        self.recon_norms = np.asarray(self.recon_norms, dtype=np.float32)
         rho = None if self.item_scale is None else np.asarray(self.item_scale, dtype=np.float32)
         if rho is not None and len(rho) != n:
             raise ConfigError("item scale must have one entry per item.")
-        self._ip_scale = rho
-        full = norms if rho is None else norms * rho  # |x_hat|
-        self._l2_bias = (-(full.astype(np.float64) ** 2)).astype(np.float32)
-        self._full_norms = full.astype(np.float32)
+        if rho is not None:  # padded by a block: the 4-bit kernel reads a list's last block whole, in place
+            self._rho_padded = np.concatenate([rho, np.zeros(fastscan.BLOCK, np.float32)])
+            self.item_scale = self._ip_scale = self._rho_padded[:n]
+        else:
+            self._ip_scale = None
+        self._flat_terms: dict[str, tuple[Any, Any]] = {}
         if self.pair_tables is None and self.lut_path == "pairs":
             self.lut_path = "decode"
+        if self.item_vectors is not None and self.item_vectors.dtype == np.int8:
+            sc = self.item_vectors_scale
+            if sc is None or np.shape(sc) != (self.codebooks.d,):
+                raise ConfigError("int8 item vectors need their (d,) per-dimension scale.")
         if self.partition is not None and self.partition.n != n:
             raise ConfigError(f"the partition holds {self.partition.n} rows, the index {n}.")
         cb = self.codebooks
@@ -137,7 +142,33 @@ class CompressedIndex:
         self._list_rows = self.partition.list_rows if self.partition is not None else np.array([0, n], dtype=np.int64)
         if fastscan.fastscan_available() and fastscan.supports(cb.M, cb.nbits) and n:
             self._packed = fastscan.pack(self.codes, self._list_rows)
+            # the packed layout is the only copy held: rows are read back from it on demand (half the bytes)
+            self.codes = fastscan.PackedCodes(self._packed, cb.M, self._list_rows)  # type: ignore[assignment]
         self._scans: dict[str, fastscan.ListScan] = {}
+
+    # ---- per-item score terms (derived when a score first needs them, not stored seven times) ---------
+    def _score_terms(self, score: str) -> tuple[NDArray[np.float32] | None, NDArray[np.float32] | None]:
+        """(scale, add) per row: ip rho (or none); cosine 1/|x_hat| with masked (zero or unreconstructed)
+        items at -inf; l2 rho and -|x_hat|^2 (x_hat = rho * y_hat)."""
+        if score == "ip":
+            return self._ip_scale, None
+        norms = self.recon_norms
+        if score == "cosine":
+            ok = (~np.asarray(self.zero_items)) & (norms > 0)
+            scale = np.where(ok, 1.0 / np.where(ok, norms, 1.0), 0.0).astype(np.float32)
+            return scale, np.where(ok, 0.0, -np.inf).astype(np.float32)
+        return self._ip_scale, (-(self._full_norms().astype(np.float64) ** 2)).astype(np.float32)
+
+    def _full_norms(self) -> NDArray[np.float32]:
+        """|x_hat| per row (the reconstruction in input scale)."""
+        return self.recon_norms if self._ip_scale is None else (self.recon_norms * self._ip_scale).astype(np.float32)
+
+    def _flat(self, score: str) -> tuple[NDArray[np.float32] | None, NDArray[np.float32] | None]:
+        """The score terms of the flat scan, kept once made (it scans every row each query)."""
+        t = self._flat_terms.get(score)
+        if t is None:
+            t = self._flat_terms[score] = self._score_terms(score)
+        return t
 
     # ---- the partitioned / 4-bit scan ----------------------------------------------------------
     @property
@@ -162,21 +193,20 @@ class CompressedIndex:
             cb = self.codebooks
             if self.partition is not None:
                 ct = np.ascontiguousarray(self.partition.centroids.T)
-                w, b = self.partition.keys(score, self._full_norms)
+                w, b = self.partition.keys(score, self._full_norms())
             else:
                 ct, w, b = np.zeros((cb.d, 1), np.float32), None, None
-            scale, add = {
-                "ip": (self._ip_scale, None),
-                "cosine": (self._cos_scale, self._cos_bias),
-                "l2": (self._ip_scale, self._l2_bias),
-            }[score]
+            scale, add = self._score_terms(score)
+            if score != "cosine" and self._ip_scale is not None:
+                scale = self._rho_padded  # already padded: the kernel reads it in place (no copy)
             mat, ystep = fastscan.lut_matrix(cb.centroids, cb.kind)
             ls = fastscan.ListScan(
                 M=cb.M, ksub=cb.ksub, list_rows=self._list_rows, centroids_t=ct, scale=scale, add=add, w=w, b=b,
                 packed=self._packed, codes=None if self._packed is not None else self.codes, lutmat=mat,
-                lut_ystep=ystep,
+                lut_ystep=ystep, vectors=self.item_vectors, vector_scale=self.item_vectors_scale,
             )  # fmt: skip
             self._scans[score] = ls
+            fastscan.release_freed_memory()  # the set-up's temporaries (norms, keys) of a large index
         return ls
 
     def _check_nprobe(self, nprobe: int | None) -> int:
@@ -215,17 +245,18 @@ class CompressedIndex:
         )
 
     def row_of(self, item_id: str) -> int:
-        try:
-            return self._rows[item_id]
-        except KeyError:
-            raise UnknownItemError(item_id) from None
+        r = self.item_ids.row_of(item_id)  # type: ignore[attr-defined]
+        if r < 0:
+            raise UnknownItemError(item_id)
+        return r
 
     def rows_of(self, item_ids: Sequence[str], *, strict: bool = True) -> NDArray[np.int64]:
         """Rows of item ids; unknown ids raise UnknownItemError (or are skipped when not strict)."""
         out = []
+        find = self.item_ids.row_of  # type: ignore[attr-defined]
         for s in item_ids:
-            r = self._rows.get(s)
-            if r is None:
+            r = find(s)
+            if r < 0:
                 if strict:
                     raise UnknownItemError(s)
                 continue
@@ -246,6 +277,10 @@ class CompressedIndex:
     def check_queries(self, xq: Any) -> NDArray[np.float32]:
         """(nq, d) float32 queries, or an InputError: wrong dimension, NaN/inf, or values (or a squared
         norm) beyond float32, which would turn scores into inf or a cosine into 0/inf."""
+        if isinstance(xq, np.ndarray) and xq.dtype == np.float32 and xq.shape == (1, self.d):
+            row = xq[0].astype(np.float64)  # one float32 row (the latency path): the same checks, fewer steps
+            if float(row @ row) <= _F32_MAX:
+                return xq if xq.flags.c_contiguous else np.ascontiguousarray(xq)
         try:
             x = np.asarray(xq, dtype=np.float64)
         except (TypeError, ValueError):
@@ -300,13 +335,13 @@ class CompressedIndex:
                 top = TopK(top.D - qnorm2[:, None], top.I)  # type: ignore[index]
         elif lut is None or alpha is None:
             raise AssertionError("the flat scan needs a lookup table and alphas")
-        elif score == "ip":
-            top = adc_topk(lut, self.codes, kfetch, alpha=alpha, scale=self._ip_scale)
-        elif score == "cosine":
-            top = adc_topk(lut, self.codes, kfetch, alpha=alpha, scale=self._cos_scale, bias=self._cos_bias)
-        else:  # l2: 2<q,x_hat> - |x_hat|^2 - |q|^2
-            top = adc_topk(lut, self.codes, kfetch, alpha=alpha * 2, scale=self._ip_scale, bias=self._l2_bias)
-            top = TopK(top.D - qnorm2[:, None], top.I)  # type: ignore[index]
+        else:
+            scale, add = self._flat(score)
+            if score == "l2":  # 2<q,x_hat> - |x_hat|^2 - |q|^2
+                top = adc_topk(lut, self.codes, kfetch, alpha=alpha * 2, scale=scale, bias=add)
+                top = TopK(top.D - qnorm2[:, None], top.I)  # type: ignore[index]
+            else:
+                top = adc_topk(lut, self.codes, kfetch, alpha=alpha, scale=scale, bias=add)
         if not any(len(e) for e in excludes):
             return top
         D = np.full((nq, k), -np.inf, dtype=np.float32)
@@ -330,15 +365,8 @@ class CompressedIndex:
         I = np.full((len(top.I), k), -1, dtype=np.int64)  # noqa: E741
         for q in range(len(top.I)):
             rows = top.I[q][top.I[q] >= 0]
-            xv = np.asarray(self.item_vectors[rows], dtype=np.float32)
-            y = xq_input[q]
-            if score == "ip":
-                s = xv @ y
-            elif score == "cosine":
-                nv = np.linalg.norm(xv, axis=1)
-                s = np.where(nv > 0, (xv @ y) / np.where(nv > 0, nv, 1) / max(np.linalg.norm(y), 1e-30), -np.inf)
-            else:
-                s = -((xv - y) ** 2).sum(axis=1)
+            xv = fastscan.item_vectors_f32(self.item_vectors, self.item_vectors_scale, rows)
+            s = fastscan.rerank_scores(xq_input[q], xv, score)  # float64 sums, as the kernel's re-rank
             order = np.lexsort((rows, -s))[:k]
             D[q, : len(order)] = s[order]
             I[q, : len(order)] = rows[order]
@@ -378,6 +406,17 @@ class CompressedIndex:
         y: NDArray[np.float32] | None,
         nprobe: int,
     ) -> list[SearchResult]:
+        if rerank and self.scan_kind != "flat" and not any(len(e) for e in excludes):
+            # the kernel re-ranks (no exclusions to apply between the scan and the re-rank)
+            assert xq_rerank is not None and y is not None
+            a = alpha
+            if score == "l2":
+                a = np.full(len(y), 2, np.float32) if alpha is None else alpha * 2
+            top, _ = self._list_scan(score).search(
+                lut, y, a, nprobe=nprobe, k=k, kcand=max(RESCORE_FACTOR * max(rerank, k), RESCORE_MIN),
+                rerank=rerank, xr=xq_rerank, mode=score,
+            )  # fmt: skip
+            return self._finish(top)
         if rerank:
             top = self._scan(lut, alpha, score, max(rerank, k), excludes, qnorm2, y, nprobe)
             assert xq_rerank is not None
@@ -405,7 +444,33 @@ class CompressedIndex:
         if score not in ("ip", "cosine", "l2"):
             raise InputError(f"score must be one of ['ip', 'cosine', 'l2'], got {score!r}.")
         x = self.check_queries(xq)
+        if exclude is None and len(x) == 1 and self.scan_kind != "flat":
+            return [self._one_vector(x, k, rerank, score, npr)]
         return self._vector_query(x, k, self._exclude_rows(exclude, len(x)), rerank, score, npr)
+
+    def _one_vector(self, x: NDArray[np.float32], k: int, rerank: int, score: str, nprobe: int) -> SearchResult:
+        """One query vector on a partitioned or 4-bit index without exclusions: ``_vector_query`` in fewer
+        steps (the per-query Python work is a large part of a 1M-item query's time)."""
+        cb = self.codebooks
+        if score == "cosine":
+            qn = float(np.sqrt(x[0] @ x[0]))
+            if qn == 0:
+                raise InputError("Query vector has zero norm: it has no cosine direction.")
+            x = (x / qn).astype(np.float32)
+        x_rr = x
+        if cb.metric == "cosine" and score != "cosine":
+            x = normalize_rows(x)
+        y = cb.to_code_space(x, normalize=False)
+        kf = max(1, min(len(self), k))
+        kr = max(rerank, kf) if rerank else kf
+        rows, scores = self._list_scan(score).search_one(
+            y, nprobe=nprobe, k=kf, kcand=max(RESCORE_FACTOR * kr, RESCORE_MIN), alpha=2.0 if score == "l2" else None,
+            rerank=rerank, xr=x_rr, mode=score,
+        )  # fmt: skip
+        if score == "l2" and not rerank:  # as _scan: the float32 scores minus |q|^2 (einsum: the same sum)
+            scores = (np.asarray(scores, np.float32) - np.einsum("ij,ij->i", y, y)[0]).tolist()
+        ids = self.item_ids
+        return SearchResult(ids=[ids[r] for r in rows], scores=scores, rows=rows)
 
     def _vector_query(
         self,
@@ -495,7 +560,7 @@ class CompressedIndex:
             yn = yn * alpha
         x_rr = None
         if rerank:
-            x_rr = np.asarray(self.item_vectors[rows], dtype=np.float32)  # type: ignore[index]
+            x_rr = fastscan.item_vectors_f32(self.item_vectors, self.item_vectors_scale, rows)  # type: ignore[arg-type]
         y = None if self.scan_kind == "flat" else self.codebooks.decode(self.codes[rows]) * alpha[:, None]
         results = self._run(lut, alpha, score, k, excludes, yn**2, rerank, x_rr, y, npr)
         # a zero item has no cosine direction: no neighbours (documented above)

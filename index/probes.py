@@ -14,8 +14,8 @@ The answers are deterministic (same code, same data), so ids must match; a swap 
 stored scores are a near tie (within float rounding) is tolerated. Re-rank answers must also match their
 scores (rtol 1e-4): they are exact scores of the stored item vectors, so vectors scaled, shuffled, cast or
 NaN change them even when the ids survive. With item vectors, ``run_probes`` also checks them as re-rank
-reads them: float16/float32, shape (n_items, d), every value finite (one probe, "item_vectors": a NaN row
-that no probe's candidates reach is caught there).
+reads them: float16/float32/int8 (with a finite per-dimension scale), shape (n_items, d), every value finite
+(one probe, "item_vectors": a NaN row that no probe's candidates reach is caught there).
 
 Artifacts built before probes existed have none: ``run_probes`` then runs a sanity check only (a few
 queries answer with k results, and the item_vectors check). Artifacts built before re-rank probes have no
@@ -143,8 +143,12 @@ def check_item_vectors(index: CompressedIndex) -> str | None:
         return None
     try:
         dtype, shape = np.dtype(iv.dtype), tuple(iv.shape)
-        if dtype not in (np.float16, np.float32):
-            return f"dtype {dtype}, expected float16 or float32"
+        if dtype not in (np.float16, np.float32, np.int8):
+            return f"dtype {dtype}, expected float16, float32 or int8"
+        if dtype == np.int8:
+            sc = index.item_vectors_scale
+            if sc is None or np.shape(sc) != (index.d,) or not np.isfinite(sc).all() or (np.asarray(sc) < 0).any():
+                return "int8 vectors without a finite, non-negative (d,) scale"
         if shape != (len(index), index.d):
             return f"shape {shape}, expected {(len(index), index.d)}"
         rows = max(1, _CHUNK // max(1, shape[1]))

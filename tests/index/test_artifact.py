@@ -136,6 +136,7 @@ def test_round_trip(built, recsys, tmp_path, method, metric, user_storage, item_
     np.testing.assert_array_equal(back.zero_items, index.zero_items)
     np.testing.assert_array_equal(back.codebooks.centroids, index.codebooks.centroids)
     assert back.item_ids == index.item_ids and back.users.ids == index.users.ids
+    assert (back.scan_kind, back.nlist, back.nprobe) == (index.scan_kind, index.nlist, index.nprobe)
     assert back.users.storage == user_storage
     if item_vectors != "none":
         np.testing.assert_array_equal(back.item_vectors, index.item_vectors)
@@ -161,6 +162,7 @@ def test_manifest_fields(built, tmp_path):
     # every file on disk but the manifest is listed, with its true sha256 and size
     on_disk = sorted(p.name for p in path.iterdir() if p.name != "manifest.json")
     assert sorted(manifest["files"]) == on_disk
+    partition_files = {"partition_centroids.npy", "partition_lists.npy"} if index.partition is not None else set()
     assert {
         "codebooks.npz",
         "codes.npy",
@@ -172,6 +174,7 @@ def test_manifest_fields(built, tmp_path):
         "user_ids.txt",
         "user_vectors.npy",
         "item_vectors.npy",
+        *partition_files,
     } == set(on_disk)
     for name, meta in manifest["files"].items():
         data = (path / name).read_bytes()
@@ -184,7 +187,11 @@ def test_manifest_fields(built, tmp_path):
     assert b["users"] == sizes["user_vectors.npy"]
     per_item = sum(sizes[f] for f in ("codes.npy", "item_norms.npy", "item_zero.npy", "item_scale.npy", "item_ids.txt"))
     assert b["index_bytes_per_item"] == pytest.approx(per_item / 2000, abs=1e-3)
-    assert (path / "item_ids.txt").read_text().split("\n")[:3] == ["i0", "i1", "i2"]
+    # line i is the id of row i: the input order when flat, list by list when partitioned
+    lines = (path / "item_ids.txt").read_text().split("\n")
+    assert lines == [*index.item_ids, ""]
+    if index.partition is None:
+        assert lines[:3] == ["i0", "i1", "i2"]
 
 
 # ---- loading errors: the specific class, naming the file ----------------------------------------
@@ -291,7 +298,8 @@ def test_unreadable_npy_with_consistent_checksum(saved):
 
 def test_ids_count_mismatch(saved):
     text = (saved / "item_ids.txt").read_text()
-    rewrite(saved, "item_ids.txt", text[: text.rindex("i1999")].encode())
+    last = text.rstrip("\n").rsplit("\n", 1)[-1]  # the last row's id (i1999 when flat)
+    rewrite(saved, "item_ids.txt", text[: text.rindex(last)].encode())
     with pytest.raises(ArtifactCorrupt, match=r"item_ids\.txt: 1999 ids, manifest says n_items=2000"):
         load_index(str(saved))
 

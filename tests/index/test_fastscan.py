@@ -183,3 +183,35 @@ def test_numpy_fallback_equals_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(fs, "_BOUND", False)
     got, gs = ls.search(luts, ys, None, nprobe=2, k=10, kcand=20)
     assert np.array_equal(got.I, want.I) and np.array_equal(got.D, want.D) and np.array_equal(gs, ws)
+
+
+@pytest.mark.parametrize("vtype", ["float32", "float16", "int8"])
+@pytest.mark.parametrize("mode", ["ip", "cosine", "l2"])
+def test_kernel_rerank_equals_reference(vtype: str, mode: str) -> None:
+    """The re-rank inside the kernel: the candidates' exact scores with the stored vectors, best k."""
+    M, n = 8, 900
+    rng = np.random.default_rng(21)
+    ls0, *_ = _scan(M, n, [300, 200, 400], seed=21, terms=False)
+    x = rng.standard_normal((n, 12)).astype(np.float32)
+    x[[4, 9]] = 0.0  # zero vectors: never returned under cosine
+    scale = None
+    if vtype == "int8":
+        scale = (np.abs(x).max(axis=0) / 127).astype(np.float32)
+        vec = np.rint(x / scale).clip(-127, 127).astype(np.int8)
+    else:
+        vec = x.astype(vtype)
+    ls = fs.ListScan(M=M, ksub=16, list_rows=ls0.list_rows, centroids_t=ls0.centroids_t.astype(np.float32),
+                     scale=None, add=None, packed=ls0.packed, vectors=vec, vector_scale=scale)  # fmt: skip
+    luts = rng.standard_normal((4, M, 16)).astype(np.float32)
+    ys = rng.standard_normal((4, 12)).astype(np.float32)
+    xr = rng.standard_normal((4, 12)).astype(np.float32)
+    for q in range(4):
+        got, _ = ls.search(luts[q : q + 1], ys[q : q + 1], None, nprobe=2, k=7, kcand=80, rerank=60, xr=xr[q : q + 1],
+                           mode=mode)  # fmt: skip
+        cand, _ = ls.search(luts[q : q + 1], ys[q : q + 1], None, nprobe=2, k=60, kcand=80)
+        want = fs.rerank_ref(ls, cand, xr[q : q + 1], mode, 7)
+        assert np.array_equal(got.I, want.I)
+        assert np.allclose(got.D, want.D, rtol=1e-6, atol=1e-6)
+    batch, _ = ls.search(luts, ys, None, nprobe=2, k=7, kcand=80, rerank=60, xr=xr, mode=mode, threads=2)
+    one, _ = ls.search(luts[3:], ys[3:], None, nprobe=2, k=7, kcand=80, rerank=60, xr=xr[3:], mode=mode)
+    assert np.array_equal(batch.I[3:], one.I)

@@ -418,11 +418,19 @@ def test_negative_norms_are_refused(saved, name):
         load_index(str(saved))
 
 
-@pytest.mark.parametrize("dtype", [np.int8, np.float64, np.int32])
+@pytest.mark.parametrize("dtype", [np.uint8, np.float64, np.int32])
 def test_item_vectors_of_another_dtype_are_refused(saved, dtype):
     arr = np.load(saved / "item_vectors.npy")
     put_file(saved, "item_vectors.npy", npy_bytes(arr.astype(dtype)))
     with pytest.raises(ArtifactCorrupt, match=r"item_vectors\.npy: dtype"):
+        load_index(str(saved))
+
+
+def test_int8_item_vectors_need_their_scale(saved):
+    """int8 copies are legal only with the per-dimension scale that turns them back into vectors."""
+    arr = np.load(saved / "item_vectors.npy")
+    put_file(saved, "item_vectors.npy", npy_bytes(arr.astype(np.int8)))
+    with pytest.raises(ArtifactCorrupt, match=r"item_vectors_scale\.npy: missing \(int8 item vectors\)"):
         load_index(str(saved))
 
 

@@ -18,23 +18,56 @@ from vqrec.index.codebooks import normalize_rows
 from vqrec.trainers.config import TrainConfig
 from vqrec.trainers.quantizers import train
 
+N, N_ZERO = 1500, 3  # items i0..i1499, the first N_ZERO all zeros
+# (method, pair tables) by test id
+CASES = {
+    "pq-pairs": ("pq", True),
+    "opq-pairs": ("opq", True),
+    "rq-pairs": ("rq", True),
+    "pq-decode": ("pq", False),
+    "rq-decode": ("rq", False),
+}
 
-@pytest.fixture(scope="module", params=[("pq", True), ("opq", True), ("rq", True), ("pq", False), ("rq", False)])
-def built(request: pytest.FixtureRequest):
+
+@pytest.fixture(scope="module")
+def data():  # type: ignore[no-untyped-def]
     rng = np.random.default_rng(1234)
-    n, d = 1500, 32
+    d = 32
     centers = rng.standard_normal((20, d))
-    x = centers[rng.integers(0, 20, n)] + 0.4 * rng.standard_normal((n, d))
-    x = (x * rng.lognormal(0, 0.6, (n, 1))).astype(np.float32)
-    x[:3] = 0.0
+    x = centers[rng.integers(0, 20, N)] + 0.4 * rng.standard_normal((N, d))
+    x = (x * rng.lognormal(0, 0.6, (N, 1))).astype(np.float32)
+    x[:N_ZERO] = 0.0
     users = rng.standard_normal((40, d)).astype(np.float32)
-    items = Embeddings([f"i{j}" for j in range(n)], x, "synthetic")
+    items = Embeddings([f"i{j}" for j in range(N)], x, "synthetic")
     ue = Embeddings([f"u{j}" for j in range(40)], users, "synthetic")
+    return items, ue, {}  # the last: codebooks per method, shared by both layouts
+
+
+@pytest.fixture(scope="module", params=list(CASES.values()), ids=list(CASES))
+def built(request: pytest.FixtureRequest, data, layout_kwargs: dict[str, int]):  # type: ignore[no-untyped-def]
+    """(index, x, users) in the layout of the test (tests/index/conftest.py): rows of a partitioned index are
+    stored list by list, so the tests pick items by id (``i{j}`` is row j of ``x``) and find their rows with
+    ``index.rows_of``."""
+    items, ue, trained = data
     method, pair_tables = request.param
-    cfg = TrainConfig(method=method, M=8, nbits=6, niter=10, beam_size=2, eval_queries=20)
-    cb = train(items, cfg, queries=ue, show_progress=False)
-    index = build_index(cb, items, users=ue, user_storage="codes", pair_tables=pair_tables, show_progress=False)
-    return index, x, users
+    if method not in trained:
+        cfg = TrainConfig(method=method, M=8, nbits=6, niter=10, beam_size=2, eval_queries=20)
+        trained[method] = train(items, cfg, queries=ue, show_progress=False)
+    index = build_index(
+        trained[method],
+        items,
+        users=ue,
+        user_storage="codes",
+        pair_tables=pair_tables,
+        show_progress=False,
+        **layout_kwargs,
+    )
+    return index, items.vectors, ue.vectors
+
+
+def ids_of(js) -> list[str]:  # type: ignore[no-untyped-def]
+    """Item ids of rows ``js`` of the input ``x`` (not rows of the index)."""
+    return [f"i{j}" for j in js]
 
 
 def input_space_reconstruction(index, rows):
@@ -46,8 +79,8 @@ def test_similar_by_id_matches_its_reconstruction(built) -> None:
     """By id (pair-table gather, or decode + LUT) == by the item's reconstruction as a vector."""
     index, x, _ = built
     assert index.lut_path == ("pairs" if index.pair_tables is not None else "decode")
-    rows = np.arange(3, 63)
-    ids = [index.item_ids[r] for r in rows]
+    ids = ids_of(range(N_ZERO, 63))  # non-zero items
+    rows = index.rows_of(ids)
     by_id = index.similar(ids, 20)
     # the same query as a vector: the item's reconstruction (error 0) -> identical answer
     by_vec = index.similar_to_vector(input_space_reconstruction(index, rows), 21)
@@ -60,13 +93,14 @@ def test_similar_by_id_matches_its_reconstruction(built) -> None:
 
 def test_similar_by_id_agrees_with_original_vector_within_quantization_error(built) -> None:
     index, x, _ = built
-    rows = np.arange(3, 203)
-    ids = [index.item_ids[r] for r in rows]
-    err = np.linalg.norm(normalize_rows(input_space_reconstruction(index, rows)) - normalize_rows(x[rows]), axis=1)
+    js = np.arange(N_ZERO, 203)  # non-zero items, rows of x
+    ids = ids_of(js)
+    rows = index.rows_of(ids)  # their rows in the index
+    err = np.linalg.norm(normalize_rows(input_space_reconstruction(index, rows)) - normalize_rows(x[js]), axis=1)
     by_id = index.similar(ids, 10)
-    by_vec = index.similar_to_vector(x[rows], 11)
+    by_vec = index.similar_to_vector(x[js], 11)
     overlaps = []
-    for q in range(len(rows)):
+    for q in range(len(ids)):
         a = dict(zip(by_id[q].ids, by_id[q].scores, strict=True))
         b = {i: s for i, s in zip(by_vec[q].ids, by_vec[q].scores, strict=True) if i != ids[q]}
         shared = set(a) & set(b)
@@ -106,7 +140,7 @@ def test_recommend_for_users_stored_as_codes_within_quantization_error(built) ->
 def test_pairs_and_decode_paths_agree(built) -> None:
     index, _, _ = built
     saved = index.pair_tables, index.lut_path
-    ids = index.item_ids[3:43]
+    ids = ids_of(range(N_ZERO, 43))
     try:
         index.pair_tables, index.lut_path = index.codebooks.pair_tables(), "pairs"
         a = index.similar(ids, 15)

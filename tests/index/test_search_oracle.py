@@ -55,10 +55,15 @@ GRID = [(m, s) for m in METHODS for s in METRICS]
 # ---- helpers ------------------------------------------------------------------------------------
 
 
-def rows_of(results, k: int = K) -> np.ndarray:
+def input_rows(results, input_ids: list[str], k: int = K) -> np.ndarray:
+    """(nq, k) positions in the input (``input_ids``, the rows of ``recsys.xb``) of the items found, -1 padded.
+
+    Through the ids, not ``r.rows``: a partitioned index stores its rows list by list (row i is not item i).
+    """
+    pos = {iid: j for j, iid in enumerate(input_ids)}
     out = np.full((len(results), k), -1, np.int64)
     for q, r in enumerate(results):
-        out[q, : len(r.rows)] = r.rows
+        out[q, : len(r.ids)] = [pos[i] for i in r.ids]
     return out
 
 
@@ -114,7 +119,7 @@ def tol_for(scores) -> float:
 def test_recall_vs_exact(built, recsys, method, metric):
     index = built(method, metric)
     _, truth = exact_search(recsys.xb, recsys.xq, K, metric)
-    r = recall(rows_of(index.search(recsys.xq, K)), truth)
+    r = recall(input_rows(index.search(recsys.xq, K), recsys.items.ids), truth)
     assert r >= RECALL_FLOOR[method, metric], f"{method}/{metric} recall@10 {r:.3f}"
 
 
@@ -270,8 +275,8 @@ def test_lut_path_decode_equals_pairs(trained, recsys, method):
 @pytest.mark.parametrize("metric", ["ip", "cosine"])
 def test_zero_items_under_cosine_similarity(built, recsys, metric):
     index = built("pq", metric)
-    zero_ids = [index.item_ids[r] for r in recsys.zero_rows]
-    assert index.zero_items.sum() == len(recsys.zero_rows)
+    zero_ids = [recsys.items.ids[r] for r in recsys.zero_rows]  # rows of the input, not of the index
+    assert index.zero_items.sum() == len(recsys.zero_rows) and index.zero_items[index.rows_of(zero_ids)].all()
     # never a neighbour
     for res in index.similar(sample_items(index, 100), 100):
         assert not set(res.ids) & set(zero_ids)
@@ -287,7 +292,7 @@ def test_zero_items_under_cosine_similarity(built, recsys, metric):
 
 def test_zero_items_take_part_under_l2(built, recsys):
     index = built("pq", "l2")
-    zero_ids = [index.item_ids[r] for r in recsys.zero_rows]
+    zero_ids = [recsys.items.ids[r] for r in recsys.zero_rows]  # rows of the input, not of the index
     res = index.similar(zero_ids[:1], K)[0]
     assert len(res.ids) == K  # an l2 neighbour list exists for a zero vector
 
@@ -393,10 +398,11 @@ def test_rerank_recovers_exact_topk(built, recsys, metric):
     index = built("pq", metric, item_vectors="float32")
     _, truth = exact_search(recsys.xb, recsys.xq, K, metric)
     res = index.search(recsys.xq, K, rerank=100)
-    assert recall(rows_of(res), truth) >= 0.99
+    found = input_rows(res, recsys.items.ids)
+    assert recall(found, truth) >= 0.99
     for q, r in enumerate(res):  # reranked scores are exact scores of the float vectors
         np.testing.assert_allclose(
-            r.scores, exact_scores(metric, recsys.xq[q], recsys.xb[r.rows]), rtol=1e-5, atol=1e-5
+            r.scores, exact_scores(metric, recsys.xq[q], recsys.xb[found[q]]), rtol=1e-5, atol=1e-5
         )
 
 

@@ -44,6 +44,7 @@ class ItemVectors(StrEnum):
     none = "none"
     float16 = "float16"
     float32 = "float32"
+    int8 = "int8"
 
 
 # ---- options shared by several commands -----------------------------------------------------------

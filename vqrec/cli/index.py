@@ -30,7 +30,11 @@ def build(
         UserStorage, typer.Option(help="How user vectors are kept: float32, float16, or codes (M bytes).")
     ] = UserStorage.float32,
     item_vectors: Annotated[
-        ItemVectors, typer.Option(help="Keep float item vectors for exact re-ranking (off by default).")
+        ItemVectors,
+        typer.Option(
+            help="Keep item vectors for exact re-ranking (off by default): float32, float16, or int8 "
+            "(d bytes per item, one scale per dimension)."
+        ),
     ] = ItemVectors.none,
     pair_tables: Annotated[
         bool,
