@@ -352,6 +352,8 @@ def measure_vqrec(
         manifest = save_index(built, path, overwrite=True)
         del built
         idx = load_index(path, mmap=False)  # searched as the RSS figure is measured: loaded, in RAM
+        if vectors == "none":
+            log(scan_bandwidth(idx, data))
         nprobes = sorted({min(p, idx.nlist) for p in _grid(VQREC_NPROBE, quick)})
         disk = manifest["bytes"]["total"] / n
         ram = ram_figure(
@@ -385,6 +387,44 @@ def measure_vqrec(
                 _log_point(points[-1])
         del idx
     return points
+
+
+def scan_bandwidth(idx: Any, data: ScaleData, nq: int = 20) -> str:
+    """The exhaustive 4-bit scan (every item as one list, the norm scale read beside the codes) in bytes read
+    per second, beside this core's plain read bandwidth (a sum over 512 MB), one thread, best of 3."""
+    import ctypes
+
+    from vqrec.index import fastscan as fs
+    from vqrec.index.adc import _KERNEL
+
+    if _KERNEL is None or not fs.fastscan_available() or idx.scan_kind != "fastscan4":
+        return "scan bandwidth: not measured (needs the C kernel and 4-bit codes)"
+    n, M = len(idx), idx.codebooks.M
+    rows = np.array([0, n], np.int64)
+    packed = fs.pack(np.asarray(idx.codes), rows)
+    scale = idx._ip_scale
+    ls = fs.ListScan(M=M, ksub=16, list_rows=rows, centroids_t=np.zeros((data.d, 1), np.float32), scale=scale,
+                     add=None, packed=packed, lutmat=fs.lut_matrix(idx.codebooks.centroids, "pq")[0],
+                     lut_ystep=M and data.d // M)  # fmt: skip
+    y = idx.codebooks.to_code_space(data.queries[:nq], normalize=False)
+    best = min(_timed(lambda: ls.search(None, y, None, nprobe=1, k=10, kcand=20, threads=1)) for _ in range(3))
+    scan_bytes = nq * (packed.nbytes + (0 if scale is None else 4 * n))
+    buf = np.ones(64 << 20, np.uint64)  # 512 MB
+    f = _KERNEL.vqrec_read_words
+    f.restype, f.argtypes = ctypes.c_uint64, [ctypes.c_void_p, ctypes.c_int64]
+    read = min(_timed(lambda: f(buf.ctypes.data, len(buf))) for _ in range(3))
+    scan_bw, read_bw = scan_bytes / best / 1e9, buf.nbytes / read / 1e9
+    return (
+        f"exhaustive 4-bit scan of {n:,} items ({packed.nbytes / n:.0f} B codes + {0 if scale is None else 4} B "
+        f"scale per item): {scan_bw:.2f} GB/s, {best / nq * 1e3:.2f} ms per query; single-core read bandwidth "
+        f"{read_bw:.2f} GB/s; ratio {scan_bw / read_bw:.2f}"
+    )
+
+
+def _timed(fn: Any) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
 
 
 def measure_faiss(

@@ -117,6 +117,8 @@ def adc_topk(
     scale/bias (nb,) float32 per-item terms. Returns TopK with (nq, k) arrays.
     """
     lut = _f32(lut)
+    if not isinstance(codes, np.ndarray):  # e.g. a 4-bit index's PackedCodes: the whole table, unpacked
+        codes = np.asarray(codes)
     nq, M, ksub = lut.shape
     nb = len(codes)
     if k < 1:
@@ -169,6 +171,7 @@ def adc_topk(
 def adc_scores(lut: NDArray[np.float32], codes: NDArray[np.uint8]) -> NDArray[np.float32]:
     """(nq, M, ksub) x (nb, M) -> (nq, nb) raw LUT sums, with the kernel when built."""
     lut = np.ascontiguousarray(lut, dtype=np.float32)
+    codes = np.asarray(codes)
     if _KERNEL is None:
         return adc_scores_ref(lut, codes)
     nq, M, ksub = lut.shape

@@ -268,6 +268,11 @@ def load_index(path: str, *, mmap: bool = True, verify: bool = True) -> Compress
                 f"{os.path.join(path, 'item_vectors.npy')}: dtype {iv.dtype}, expected float16, float32 or int8."
             )
         _expect(path, "item_vectors.npy", iv, (n, cb.d), iv.dtype)
+        recorded = manifest.get("item_vectors")  # what the build wrote: its dtype must be the file's
+        if recorded in ("float16", "float32", "int8") and iv.dtype != np.dtype(recorded):
+            raise ArtifactCorrupt(
+                f"{os.path.join(path, 'item_vectors.npy')}: dtype {iv.dtype}, the manifest says {recorded}."
+            )
         _finite(path, "item_vectors.npy", iv)
         if iv.dtype == np.int8:
             if "item_vectors_scale.npy" not in files:
@@ -296,6 +301,7 @@ def load_index(path: str, *, mmap: bool = True, verify: bool = True) -> Compress
             semantic_items=sem_items,
             semantic_users=sem_users,
             partition=partition,
+            default_rerank=int((manifest.get("search") or {}).get("rerank", 0)) if iv is not None else 0,
         )
     except ConfigError as e:
         raise ArtifactCorrupt(f"{path}: {e}") from None

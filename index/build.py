@@ -69,6 +69,9 @@ def build_index(
     nlist: int | None = None,
     nprobe: int | None = None,
     seed: int = 0,
+    tune: bool = True,
+    target_recall: float | None = None,
+    tune_queries: int = 500,
 ) -> CompressedIndex:
     """Encode ``items`` into a CompressedIndex (not yet saved; see artifact.save_index).
 
@@ -86,6 +89,11 @@ def build_index(
     chooses from n (``auto_nlist``: none below 100,000 items), 0 or 1 builds none. Rows are then stored list
     by list (item ids, codes and every per-item array in that order). ``nprobe`` is the default number of
     lists a query scans (default: an eighth of the lists, at least 1; requests may set their own).
+
+    ``tune`` (partitioned indexes, when ``nprobe`` is not given): sweep (nprobe, rerank) on ``tune_queries``
+    held-out queries (a sample of ``users``, else of the items) and make the fastest setting that reaches
+    ``target_recall`` the index's default (index/tune.py). ``target_recall`` None: 0.95 when item vectors
+    are kept (re-rank), else the cheapest setting on the plateau of the codes-only curve.
     """
     t0 = time.perf_counter()
     if items.d != codebooks.d:
@@ -164,6 +172,8 @@ def build_index(
             "item_vectors": item_vectors,
         },
     )
+    if partition is not None and tune and nprobe is None:
+        index.manifest["search"] = _tune(index, xb, users, target_recall, tune_queries, seed)
     if partition is not None:
         index.manifest["partition"] = partition_section(partition)
     # a few queries and their answers, replayed after a load (service hot reload self-test)
@@ -205,6 +215,29 @@ def _partition(
     part = Partition(centroids=centroids, list_rows=list_rows, kind=kind, nprobe=nprobe or max(1, nl // 8))
     logger.info("partitioned %d items into %d lists in %.2fs", n, nl, time.perf_counter() - t0)
     return part, perm
+
+
+def _tune(
+    index: CompressedIndex,
+    xb: NDArray[np.float32],
+    users: Embeddings | None,
+    target: float | None,
+    nq: int,
+    seed: int,
+) -> dict[str, object]:
+    from .tune import DEFAULT_TARGET, tune_search
+
+    rng = np.random.default_rng(seed + 7)
+    source = users.vectors if users is not None else xb
+    q = source[np.sort(rng.choice(len(source), size=min(nq, len(source)), replace=False))]
+    if target is None and index.item_vectors is not None:
+        target = DEFAULT_TARGET
+    t0 = time.perf_counter()
+    section = tune_search(index, xb, q, target_recall=target, query_source="users" if users is not None else "items")
+    section["seconds"] = round(time.perf_counter() - t0, 3)
+    logger.info("tuned: nprobe=%s rerank=%s recall=%s (%s)", section["nprobe"], section["rerank"], section["recall"],
+                section["rule"])  # fmt: skip
+    return section
 
 
 def partition_section(p: Partition) -> dict[str, object]:

@@ -60,6 +60,16 @@ def reconstruction_mse(codebooks: Codebooks, x: NDArray[np.float32], codes: NDAr
     return {"mse": float(err.mean()), "relative_mse": float(err.mean() / ref) if ref > 0 else 0.0}
 
 
+def index_order(index: CompressedIndex, items: Embeddings) -> NDArray[np.float32]:
+    """``items``' vectors in the index's row order (rows of a partitioned index are stored list by list)."""
+    if index.partition is None:
+        return items.vectors
+    rows = np.fromiter((index.row_of(s) for s in items.ids), dtype=np.int64, count=items.n)
+    xb = np.empty_like(items.vectors)
+    xb[rows] = items.vectors
+    return xb
+
+
 def sample_rows(n: int, nq: int, seed: int) -> NDArray[np.int64]:
     rng = np.random.default_rng(seed)
     return np.sort(rng.choice(n, size=min(n, nq), replace=False)).astype(np.int64)
@@ -154,6 +164,7 @@ def evaluate_index(
     """
     kmax = max(ks)
     report: dict[str, Any] = {"nq": 0, "seed": seed}
+    xb = index_order(index, items)  # truth rows in the index's row order (a partitioned index reorders them)
     xq = users.vectors if users is not None else items.vectors
     qrows = sample_rows(len(xq), nq, seed)
     xq = np.ascontiguousarray(xq[qrows], dtype=np.float32)
@@ -167,7 +178,7 @@ def evaluate_index(
 
     user_blocks = _blocks("user", "xq", xq, block_size, kmax, rr)
     blocks = user_blocks + _blocks("item", "rows", irows, block_size, kmax, 0)
-    answers = (runner or local_runner)(index, items.vectors, blocks)
+    answers = (runner or local_runner)(index, xb, blocks)
     ua, ia = answers[: len(user_blocks)], answers[len(user_blocks) :]
 
     truth, found = _stack(ua, "truth"), _stack(ua, "found")

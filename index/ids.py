@@ -48,6 +48,7 @@ class IdList(Sequence[str]):
         self._off = np.ascontiguousarray(offsets)
         self._off32 = int(self._off.dtype == np.uint32)
         self._n = len(self._off) - 1
+        self._mv = memoryview(self._blob)
         self._strip = 0
         self._dict: dict[str, int] | None = None
         self._table: NDArray[np.int32] | None = None
@@ -130,6 +131,15 @@ class IdList(Sequence[str]):
         if not 0 <= j < self._n:
             raise IndexError(f"id row {i} out of range for {self._n} ids")
         return self._one(j)
+
+    def take(self, rows: Sequence[int]) -> list[str]:
+        """The ids of several rows (valid rows, as a search returns them): one gather of the offsets."""
+        if not len(rows):
+            return []
+        r = np.asarray(rows, dtype=np.int64)
+        starts, ends = self._off[r].tolist(), (self._off[r + 1] - self._strip).tolist()
+        mv = self._mv
+        return [str(mv[a:b], "utf-8", "surrogatepass") for a, b in zip(starts, ends, strict=True)]
 
     def __iter__(self) -> Iterator[str]:
         if self._strip:  # one decode of the whole blob

@@ -56,6 +56,7 @@ _F32_MAX = float(np.finfo(np.float32).max)
 MAX_K = 1000
 # 4-bit fast-scan: candidates kept by the 8-bit table and re-scored with the float table, per result wanted
 # (at least RESCORE_MIN). On the 1M recipe 16 candidates for k=10 already returned the same top-10 as 1,000.
+# With a re-rank the re-rank depth is the candidate count: the vectors re-score them anyway.
 RESCORE_FACTOR = 2
 RESCORE_MIN = 16
 
@@ -111,6 +112,7 @@ class CompressedIndex:
     semantic_users: SemanticIds | None = None  # rows aligned with users.ids
     partition: Partition | None = None  # rows stored contiguously per list; None: one list of every row
     item_vectors_scale: NDArray[np.float32] | None = None  # (d,) per-dimension scale of int8 item vectors
+    default_rerank: int = 0  # candidates re-ranked when a query does not say (set by tuning: index/tune.py)
 
     def __post_init__(self) -> None:
         n = len(self.codes)
@@ -374,15 +376,18 @@ class CompressedIndex:
 
     def _finish(self, top: TopK) -> list[SearchResult]:
         out = []
-        ids = self.item_ids
+        take = self.item_ids.take  # type: ignore[attr-defined]
         for rows, scores in zip(top.I.tolist(), top.D.tolist(), strict=True):
             n = len(rows)
             while n and rows[n - 1] < 0:  # padding sits at the end
                 n -= 1
-            out.append(SearchResult(ids=[ids[r] for r in rows[:n]], scores=scores[:n], rows=rows[:n]))
+            out.append(SearchResult(ids=take(rows[:n]), scores=scores[:n], rows=rows[:n]))
         return out
 
-    def _check_k(self, k: int, rerank: int) -> None:
+    def _check_k(self, k: int, rerank: int | None) -> int:
+        """The query's rerank (None: the index's default) after checking k and rerank."""
+        if rerank is None:
+            rerank = self.default_rerank if self.item_vectors is not None else 0
         if not 1 <= k <= MAX_K:
             raise InputError(f"k must be between 1 and {MAX_K}, got {k}.")
         if rerank < 0 or rerank > 10 * MAX_K:
@@ -390,8 +395,9 @@ class CompressedIndex:
         if rerank and self.item_vectors is None:
             raise InputError(
                 "rerank needs item vectors, and this index was built without them "
-                "(build with --item-vectors float16|float32)."
+                "(build with --item-vectors float16|float32|int8)."
             )
+        return rerank
 
     def _run(
         self,
@@ -413,8 +419,8 @@ class CompressedIndex:
             if score == "l2":
                 a = np.full(len(y), 2, np.float32) if alpha is None else alpha * 2
             top, _ = self._list_scan(score).search(
-                lut, y, a, nprobe=nprobe, k=k, kcand=max(RESCORE_FACTOR * max(rerank, k), RESCORE_MIN),
-                rerank=rerank, xr=xq_rerank, mode=score,
+                lut, y, a, nprobe=nprobe, k=k, kcand=max(rerank, k, RESCORE_MIN), rerank=rerank, xr=xq_rerank,
+                mode=score,
             )  # fmt: skip
             return self._finish(top)
         if rerank:
@@ -432,13 +438,13 @@ class CompressedIndex:
         k: int = 10,
         *,
         exclude: Sequence[Sequence[str]] | None = None,
-        rerank: int = 0,
+        rerank: int | None = None,
         score: str | None = None,
         nprobe: int | None = None,
     ) -> list[SearchResult]:
         """Top-k items for raw query vectors xq (nq, d) under the index metric (or ``score``). ``nprobe``:
         lists scanned in a partitioned index (default: the index's setting)."""
-        self._check_k(k, rerank)
+        rerank = self._check_k(k, rerank)
         npr = self._check_nprobe(nprobe)
         score = score or self.metric
         if score not in ("ip", "cosine", "l2"):
@@ -464,13 +470,13 @@ class CompressedIndex:
         kf = max(1, min(len(self), k))
         kr = max(rerank, kf) if rerank else kf
         rows, scores = self._list_scan(score).search_one(
-            y, nprobe=nprobe, k=kf, kcand=max(RESCORE_FACTOR * kr, RESCORE_MIN), alpha=2.0 if score == "l2" else None,
+            y, nprobe=nprobe, k=kf, kcand=kr if rerank else max(RESCORE_FACTOR * kr, RESCORE_MIN),
+            alpha=2.0 if score == "l2" else None,
             rerank=rerank, xr=x_rr, mode=score,
         )  # fmt: skip
         if score == "l2" and not rerank:  # as _scan: the float32 scores minus |q|^2 (einsum: the same sum)
             scores = (np.asarray(scores, np.float32) - np.einsum("ij,ij->i", y, y)[0]).tolist()
-        ids = self.item_ids
-        return SearchResult(ids=[ids[r] for r in rows], scores=scores, rows=rows)
+        return SearchResult(ids=self.item_ids.take(rows), scores=scores, rows=rows)  # type: ignore[attr-defined]
 
     def _vector_query(
         self,
@@ -504,11 +510,11 @@ class CompressedIndex:
         k: int = 10,
         *,
         exclude: Sequence[Sequence[str]] | None = None,
-        rerank: int = 0,
+        rerank: int | None = None,
         nprobe: int | None = None,
     ) -> list[SearchResult]:
         """Top-k items for stored users (user->item under the index metric)."""
-        self._check_k(k, rerank)
+        rerank = self._check_k(k, rerank)
         npr = self._check_nprobe(nprobe)
         if self.users is None:
             raise UnknownUserError(user_ids[0] if user_ids else "")
@@ -535,14 +541,14 @@ class CompressedIndex:
         k: int = 10,
         *,
         exclude: Sequence[Sequence[str]] | None = None,
-        rerank: int = 0,
+        rerank: int | None = None,
         nprobe: int | None = None,
     ) -> list[SearchResult]:
         """Top-k neighbours of stored items (item->item; the query item itself is never returned).
 
         The query is the item's reconstruction (its LUT from the codes: see ``lut_path``).
         """
-        self._check_k(k, rerank)
+        rerank = self._check_k(k, rerank)
         npr = self._check_nprobe(nprobe)
         rows = self.rows_of(item_ids)
         excludes = [np.append(e, r) for e, r in zip(self._exclude_rows(exclude, len(rows)), rows, strict=True)]
@@ -572,11 +578,11 @@ class CompressedIndex:
         k: int = 10,
         *,
         exclude: Sequence[Sequence[str]] | None = None,
-        rerank: int = 0,
+        rerank: int | None = None,
         nprobe: int | None = None,
     ) -> list[SearchResult]:
         """Items most similar to raw vectors under the item->item score (cosine, or l2)."""
-        self._check_k(k, rerank)
+        rerank = self._check_k(k, rerank)
         npr = self._check_nprobe(nprobe)
         x = self.check_queries(xq)
         return self._vector_query(x, k, self._exclude_rows(exclude, len(x)), rerank, self.similar_metric, npr)

@@ -26,6 +26,8 @@ fields are allowed (a newer build may add some); ``null`` is not an object.
                                  semantic-id files are listed); tokenizer, items, users objects or null
     partition                    object or null: nlist int >= 2, kind sphere|euclid, nprobe in 1..nlist,
                                  list_sizes object (required with the partition files)
+    search                       object or null (the build's tuning): nprobe int >= 1, rerank in 0..MAX_RERANK
+                                 (the default re-rank, used only with item vectors), curve a list
     probes                       object or null: k in 1..MAX_K; similar / recommend / search / rerank lists of
                                  {item_id | user_id | vector (d finite numbers), ids: [str], scores: [number]}
                                  (rerank entries also {query: similar|recommend|search, rerank: int})
@@ -190,6 +192,8 @@ def validate_index_manifest(path: str, m: dict[str, Any]) -> None:
     _semantic(c, m.get("semantic_ids"), has_files=any(f in m["files"] for f in _SEMANTIC_FILES))
     if "partition" in m:
         _partition(c, m["partition"])
+    if "search" in m:
+        _search(c, m["search"])
     if "probes" in m:
         _probes(c, m["probes"], d)
 
@@ -265,6 +269,16 @@ def _partition(c: _Check, value: Any) -> None:
     c.integer(c.required(part, "nprobe", "partition.nprobe"), "partition.nprobe", lo=1, hi=nlist)
     if "list_sizes" in part:
         c.obj(part["list_sizes"], "partition.list_sizes")
+
+
+def _search(c: _Check, value: Any) -> None:
+    search = c.obj(value, "search", null=True)
+    if search is None:
+        return
+    c.integer(c.required(search, "nprobe", "search.nprobe"), "search.nprobe", lo=1)
+    c.integer(c.required(search, "rerank", "search.rerank"), "search.rerank", lo=0, hi=MAX_RERANK)
+    if "curve" in search and not isinstance(search["curve"], list):
+        c.fail("search.curve", f"expected a list, got {_show(search['curve'])}")
 
 
 def _probes(c: _Check, value: Any, d: int) -> None:

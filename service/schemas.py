@@ -85,11 +85,12 @@ class _QueryOptions(BaseModel):
     exclude_item_ids: list[Id] = Field(
         default_factory=list, description="item ids never returned (unknown ids are ignored)"
     )
-    rerank: Annotated[int, Strict()] = Field(
-        0,
+    rerank: Annotated[int, Strict()] | None = Field(
+        None,
         ge=0,
         le=MAX_RERANK,
-        description="0 = ADC scores; N > 0 = re-score the top max(N, k) candidates exactly (needs item vectors)",
+        description="0 = ADC scores; N > 0 = re-score the top max(N, k) candidates exactly (needs item vectors); "
+        "default: the index's setting (GET /v1/indexes/{name}: rerank_default; 0 unless the build tuned it)",
     )
     nprobe: Annotated[int, Strict()] | None = Field(
         None,
@@ -217,6 +218,10 @@ class IndexDetail(BaseModel):
     )
     nlist: int = Field(1, description="lists the items are partitioned into (1: not partitioned)")
     nprobe: int = Field(1, description="lists a query scans by default (a request's nprobe overrides it)")
+    rerank_default: int = Field(0, description="candidates re-ranked when a request gives no rerank")
+    search: dict[str, Any] | None = Field(
+        None, description="the build's tuning: target recall, the chosen nprobe / rerank, the recall/QPS curve"
+    )
     bytes: dict[str, Any]
     evaluation: dict[str, Any]
     train_report: dict[str, Any]

@@ -79,6 +79,8 @@ def get_index_detail(name: str, index: IndexDep) -> IndexDetail:
         scan=index.scan_kind,
         nlist=index.nlist,
         nprobe=index.nprobe,
+        rerank_default=index.default_rerank if index.item_vectors is not None else 0,
+        search=m.get("search"),
         bytes=m.get("bytes", {}),
         evaluation=m.get("evaluation", {}),
         train_report=m.get("train_report", {}),

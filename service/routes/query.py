@@ -88,8 +88,10 @@ def run_queries(
         raise BatchTooLargeError(f"batch has {len(queries)} queries; at most {settings.max_batch} are allowed.")
     ks = [_check_query(q, index, settings, i if batch else None) for i, q in enumerate(queries)]
     groups: dict[tuple[bool, int, int, int | None], list[int]] = defaultdict(list)
+    default_rr = index.default_rerank if index.item_vectors is not None else 0
     for i, (q, k) in enumerate(zip(queries, ks, strict=True)):
-        groups[(q.vector is not None, q.rerank, max(q.rerank, k) if q.rerank else 0, q.nprobe)].append(i)
+        rr = default_rr if q.rerank is None else q.rerank
+        groups[(q.vector is not None, rr, max(rr, k) if rr else 0, q.nprobe)].append(i)
     out: list[list[Neighbor]] = [[] for _ in queries]
     for (is_vector, rerank, _, nprobe), members in groups.items():
         inputs: list[Any] = [queries[i].vector if is_vector else getattr(queries[i], id_field) for i in members]

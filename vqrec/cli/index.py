@@ -87,7 +87,28 @@ def build(
     ] = None,
     nprobe: Annotated[
         int | None,
-        typer.Option(help="Lists a query scans by default (requests may set their own). Default: nlist / 8.", min=1),
+        typer.Option(
+            help="Lists a query scans by default (requests may set their own). Default: chosen by the tuning "
+            "sweep (--tune), else nlist / 8.",
+            min=1,
+        ),
+    ] = None,
+    tune: Annotated[
+        bool,
+        typer.Option(
+            "--tune/--no-tune",
+            help="Partitioned index: sweep nprobe x rerank on held-out queries (users, else items) and make the "
+            "fastest setting reaching --target-recall the default; the curve goes into the manifest.",
+        ),
+    ] = True,
+    target_recall: Annotated[
+        float | None,
+        typer.Option(
+            help="Recall@10 the default setting must reach. Default: 0.95 with item vectors (re-rank), else the "
+            "plateau of the codes-only curve.",
+            min=0.0,
+            max=1.0,
+        ),
     ] = None,
     force: Force = False,
     quiet: Quiet = False,
@@ -124,6 +145,8 @@ def build(
             encoder=encoder,
             nlist=nlist,
             nprobe=nprobe,
+            tune=tune,
+            target_recall=target_recall,
         )
         if semantic_ids:
             from vqrec.index.build import attach_semantic_ids
@@ -152,6 +175,16 @@ def build(
         "artifact bytes": manifest["bytes"]["total"],
         "queries by id": f"lookup tables from {manifest['lut_path']}",
     }
+    if manifest.get("partition"):
+        p = manifest["partition"]
+        rows["partition"] = f"{p['nlist']} lists, a query scans {p['nprobe']} by default"
+    if manifest.get("search"):
+        t = manifest["search"]
+        met = "met" if t["met"] else "NOT met"
+        rows["tuned"] = (
+            f"nprobe {t['nprobe']}, rerank {t['rerank']}: recall@{t['k']} {t['recall']} on {t['queries']} "
+            f"{t['query_source']} (target {t['target_recall']}, {met})"
+        )
     if report:
         rows["user->item recall@10"] = report["user_to_item"]["recall@10"]
         if "user_to_item_rerank" in report:

@@ -1,0 +1,54 @@
+"""IdList: ids as one blob + offsets + a table of rows, against a plain list and dict (the oracle)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vqrec.index import ConfigError
+from vqrec.index import ids as ids_mod
+from vqrec.index.ids import IdList, read_id_file
+
+IDS = ["i0", "é-ünïcode", "", "x" * 300, "42", "a b\tc", "i1", "🙂"]
+
+
+@pytest.mark.parametrize("kernel", [True, False])
+def test_sequence_and_lookups_match_a_list(monkeypatch: pytest.MonkeyPatch, kernel: bool) -> None:
+    if not kernel:
+        monkeypatch.setattr(ids_mod, "_BOUND", False)  # the dict fallback answers the same
+    ids = IdList.from_list(IDS)
+    assert len(ids) == len(IDS) and list(ids) == IDS and ids == IDS
+    assert [ids[i] for i in range(len(IDS))] == IDS and ids[-1] == IDS[-1] and ids[2:5] == IDS[2:5]
+    assert ids.take([7, 0, 3]) == [IDS[7], IDS[0], IDS[3]] and ids.take([]) == []
+    for i, s in enumerate(IDS):
+        assert ids.row_of(s) == i and s in ids
+    for missing in ("i2", "I0", "x" * 299, "é", " "):
+        assert ids.row_of(missing) == -1 and missing not in ids
+    assert 3 not in ids  # type: ignore[operator]
+    with pytest.raises(IndexError):
+        ids[len(IDS)]
+
+
+def test_many_ids_are_compact_and_all_found() -> None:
+    n = 200_000
+    plain = [f"item-{i * 7919 % 1_000_003}" for i in range(n)]
+    ids = IdList.from_list(plain)
+    rng = np.random.default_rng(0)
+    for r in rng.integers(0, n, 2000).tolist():
+        assert ids.row_of(plain[r]) == r
+    assert ids.row_of("item--1") == -1
+    assert ids.nbytes / n < 30  # blob ~11 B + offsets 4 B + table ~10 B, where a list + dict hold ~140
+
+
+def test_duplicates_are_refused() -> None:
+    with pytest.raises(ConfigError, match=r"duplicate id 'b' \(row 2\)"):
+        IdList.from_list(["a", "b", "b"])
+
+
+def test_read_id_file_reads_like_read_ids(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from vqrec.index.embeddings import read_ids
+
+    for name, data in (("plain", b"a\nb\nc\n"), ("no-final-newline", b"a\nb\nc"), ("crlf", b"a\r\nb\r\nc\r\n")):
+        p = tmp_path / name
+        p.write_bytes(data)
+        assert list(read_id_file(str(p))) == read_ids(str(p)) == ["a", "b", "c"]

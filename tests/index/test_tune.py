@@ -1,0 +1,80 @@
+"""Autotune: the (nprobe, rerank) chosen for a target recall meets it on held-out queries, and becomes the
+index's default (in memory, in the manifest, after a load)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.conftest import as_embeddings, recsys_arrays
+from vqrec.index import ConfigError, build_index, load_index, save_index
+from vqrec.index.eval import index_order
+from vqrec.index.exact import ExactIndex
+from vqrec.index.tune import tune_search
+from vqrec.trainers.config import TrainConfig
+from vqrec.trainers.quantizers import train
+
+
+@pytest.fixture(scope="module")
+def setup():  # type: ignore[no-untyped-def]
+    xb, xq, _ = recsys_arrays(n=6000, d=16, nq=1200, n_topics=40, seed=5)
+    items = as_embeddings(xb)
+    cb = train(items, TrainConfig(method="pq", M=8, nbits=4, metric="ip", niter=8, eval_queries=10),
+               show_progress=False)  # fmt: skip
+    return items, xq, cb
+
+
+def _recall(index, xb_index, xq, k=10, **kw) -> float:  # type: ignore[no-untyped-def]
+    _, truth = ExactIndex(xb_index, index.metric).search(xq, k)
+    res = index.search(xq, k, **kw)
+    return float(np.mean([len(set(r.rows) & set(t.tolist())) / k for r, t in zip(res, truth, strict=True)]))
+
+
+@pytest.mark.parametrize("target", [0.8, 0.95])
+def test_chosen_setting_meets_the_target_on_held_out_queries(setup, target: float) -> None:  # type: ignore[no-untyped-def]
+    items, xq, cb = setup
+    index = build_index(cb, items, nlist=40, item_vectors="float32", tune=False, show_progress=False)
+    xb = index_order(index, items)
+    tune_q, held_out = xq[:600], xq[600:]
+    section = tune_search(index, xb, tune_q, target_recall=target)
+    assert section["met"] and section["recall"] >= target
+    assert (index.nprobe, index.default_rerank) == (section["nprobe"], section["rerank"])
+    assert _recall(index, xb, held_out) >= target  # the defaults, on queries the sweep never saw
+    # the fastest such point: every faster point on the curve misses the target (+ one standard error)
+    se = (target * (1 - target) / (600 * 10)) ** 0.5
+    assert all(c["recall"] < target + se for c in section["curve"] if c["qps"] > section["qps"])
+
+
+def test_codes_only_picks_the_plateau(setup) -> None:  # type: ignore[no-untyped-def]
+    items, xq, cb = setup
+    index = build_index(cb, items, nlist=40, tune=False, show_progress=False)
+    section = tune_search(index, index_order(index, items), xq[:400], target_recall=None)
+    codes = [c["recall"] for c in section["curve"]]
+    assert {c["rerank"] for c in section["curve"]} == {0}
+    assert section["recall"] >= max(codes) - 0.005 and index.default_rerank == 0
+
+
+def test_unreachable_target_is_reported_not_met(setup) -> None:  # type: ignore[no-untyped-def]
+    items, xq, cb = setup
+    index = build_index(cb, items, nlist=40, tune=False, show_progress=False)
+    section = tune_search(index, index_order(index, items), xq[:300], target_recall=1.0)
+    assert section["met"] is False and section["recall"] == max(c["recall"] for c in section["curve"])
+
+
+def test_build_tunes_by_default_and_the_artifact_keeps_it(setup, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    items, xq, cb = setup
+    users = as_embeddings(xq[:500], "u")
+    index = build_index(cb, items, users=users, nlist=40, item_vectors="int8", show_progress=False)
+    search = index.manifest["search"]
+    assert search["target_recall"] == 0.95 and search["query_source"] == "users"
+    assert index.manifest["partition"]["nprobe"] == index.nprobe == search["nprobe"]
+    assert index.default_rerank == search["rerank"]
+    path = str(tmp_path / "t")
+    save_index(index, path)
+    back = load_index(path)
+    assert (back.nprobe, back.default_rerank) == (index.nprobe, index.default_rerank)
+    a = back.search(xq[600:620], 10)
+    b = back.search(xq[600:620], 10, nprobe=search["nprobe"], rerank=search["rerank"])
+    assert [r.ids for r in a] == [r.ids for r in b]
+    with pytest.raises(ConfigError, match="needs a partitioned index"):
+        tune_search(build_index(cb, items, nlist=0, show_progress=False), items.vectors, xq[:10])
