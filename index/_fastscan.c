@@ -816,3 +816,11 @@ uint64_t vqrec_read_words(const uint64_t *p, int64_t n) {
     for (; i < n; i++) s0 += p[i];
     return s0 + s1 + s2 + s3;
 }
+
+/* byte spans [start, end) of the ids of n rows (end without the trailing newline when strip = 1) */
+void vqrec_ids_spans(const void *off, int off32, const int64_t *rows, int64_t n, int64_t strip, int64_t *out) {
+    for (int64_t i = 0; i < n; i++) {
+        out[2 * i] = id_off(off, off32, rows[i]);
+        out[2 * i + 1] = id_off(off, off32, rows[i] + 1) - strip;
+    }
+}

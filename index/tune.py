@@ -7,7 +7,7 @@ and the choice go into the manifest (``search`` section); the index then scans `
 re-ranks ``rerank`` candidates by default (a request may set either).
 
 Without item vectors only codes-only settings exist; ``target_recall=None`` then picks the cheapest setting
-within 0.005 of the best codes-only recall (the plateau of the curve).
+within 0.01 of the best codes-only recall (the plateau of the curve).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from .index import CompressedIndex
 NPROBE_GRID = (1, 2, 3, 5, 8, 12, 20, 30, 50, 80, 120, 200, 300, 500, 800, 1200, 2000)
 RERANK_GRID = (0, 20, 50, 100, 200)
 DEFAULT_TARGET = 0.95
-PLATEAU = 0.005
+PLATEAU = 0.01
 
 
 def _recall(found: list[Any], truth: NDArray[np.int64], k: int) -> float:

@@ -34,7 +34,8 @@ def training_report(
     n = emb.n
     db_rows = np.arange(n) if n <= cfg.eval_max_items else np.sort(rng.choice(n, cfg.eval_max_items, replace=False))
     db = Embeddings(ids=[emb.ids[i] for i in db_rows], vectors=emb.vectors[db_rows], source=emb.source)
-    index = build_index(cb, db, show_progress=show_progress, max_pair_table_bytes=0)
+    # the codebook's own quality: every item scanned (no partition), rows in db order
+    index = build_index(cb, db, show_progress=show_progress, max_pair_table_bytes=0, nlist=0)
     if cb.metric == "cosine":
         xq = xq[np.linalg.norm(xq, axis=1) > 0]
     kmax = min(100, len(db_rows))
