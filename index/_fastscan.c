@@ -531,34 +531,6 @@ void vqrec_fs_search_many(int64_t nq, const float *luts, int64_t M, const uint8_
     }
 }
 
-/* Candidates only (tests: the approximate stage against the numpy reference): the kcand best by the
- * approximate score over the given lists, best first, padded with -inf / -1. buf_v/buf_r: RES_CAP(kcand). */
-void vqrec_fs_candidates(const float *lut, int64_t M, const uint8_t *packed, const int64_t *list_rows,
-                         const int64_t *list_blocks, const int64_t *lists, int64_t nl, float alpha,
-                         const float *scale, const float *add, int64_t kcand, float *buf_v, int64_t *buf_r,
-                         float *cD, int64_t *cI, int impl) {
-    impl = resolve_impl(impl);
-    uint8_t q[256 * 16];
-    Query Q = {lut, q, M, 0.f, 0.f, alpha, scale, add, {buf_v, buf_r, 0, RES_CAP(kcand), kcand, 0.f, 0, 0}};
-    vqrec_fs_quantize_lut(lut, M, q, &Q.delta, &Q.qbias);
-    for (int64_t p = 0; p < nl; p++) {
-        int64_t l = lists[p], row0 = list_rows[l], n = list_rows[l + 1] - row0;
-        if (n <= 0) continue;
-        const uint8_t *blocks = packed + list_blocks[l] * 16 * M;
-#ifdef VQREC_X86
-        if (impl == IMPL_AVX2) {
-            scan_list_avx2(&Q, blocks, row0, n);
-            continue;
-        }
-#endif
-        scan_list_scalar(&Q, blocks, row0, n);
-    }
-    res_cut(&Q.R);
-    int64_t nk = 0;
-    for (int64_t j = 0; j < Q.R.n; j++) heap_push(cD, cI, &nk, kcand, Q.R.v[j], Q.R.r[j]);
-    heap_finish(cD, cI, nk, kcand);
-}
-
 /* The 8-bit codes (n, M) stored per list (rows contiguous per list), scanned with the 8-bit kernel of _adc.c
  * over the probed lists; the same probing as the 4-bit search. luts (nq, M, ksub). */
 void vqrec_scan_range8(const float *lut, int64_t M, int64_t ksub, const uint8_t *codes, int64_t i0, int64_t i1,

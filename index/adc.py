@@ -17,6 +17,7 @@ import functools
 import glob
 import logging
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
@@ -158,14 +159,20 @@ def adc_topk(
                 dp + q0 * k * 4, ip + q0 * k * 8, cp + q0 * 8, block,
             )  # fmt: skip
 
+    run_chunks(nq, threads, run)
+    return TopK(D, I)
+
+
+def run_chunks(nq: int, threads: int | None, run: Callable[[int, int], None]) -> None:
+    """``run(q0, q1)`` over nq queries: in this thread, or split evenly over ``threads`` (default
+    ``_default_threads()``) when there are at least two queries per thread (the kernels release the GIL)."""
     threads = threads or _default_threads()
     if threads <= 1 or nq < 2 * threads:
         run(0, nq)
-    else:
-        bounds = np.linspace(0, nq, threads + 1).astype(int).tolist()
-        with ThreadPoolExecutor(threads) as pool:
-            list(pool.map(lambda ab: run(*ab), zip(bounds[:-1], bounds[1:], strict=True)))
-    return TopK(D, I)
+        return
+    bounds = np.linspace(0, nq, threads + 1).astype(int).tolist()
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(lambda ab: run(*ab), zip(bounds[:-1], bounds[1:], strict=True)))
 
 
 def adc_scores(lut: NDArray[np.float32], codes: NDArray[np.uint8]) -> NDArray[np.float32]:

@@ -16,13 +16,12 @@ from __future__ import annotations
 import ctypes
 import functools
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
 import numpy as np
 from numpy.typing import NDArray
 
-from .adc import _KERNEL, TopK, _default_threads, _ptr, adc_scores_ref, topk_from_scores
+from .adc import _KERNEL, TopK, _ptr, adc_scores_ref, run_chunks, topk_from_scores
 
 Impl = Literal["auto", "scalar", "avx2"]
 _IMPLS = {"auto": 0, "scalar": 1, "avx2": 2}
@@ -33,7 +32,7 @@ def _bind() -> bool:
     lib = _KERNEL
     if lib is None or not hasattr(lib, "vqrec_fs_search_many"):
         return False
-    p, i64, f32, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float, ctypes.c_int
+    p, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
     sig = {
         "vqrec_fs_has_avx2": (i32, []),
         "vqrec_lists_lut": (None, [p, p, p]),
@@ -41,7 +40,6 @@ def _bind() -> bool:
         "vqrec_fs_pack": (None, [p, i64, i64, p]),
         "vqrec_fs_unpack": (None, [p, i64, p, p, i64, p]),
         "vqrec_fs_sums": (None, [p, i64, p, i64, p, i32]),
-        "vqrec_fs_candidates": (None, [p, i64, p, p, p, p, i64, f32, p, p, i64, p, p, p, p, i32]),
         "vqrec_fs_search_many": (
             None,
             [i64, p, i64, p, p, p, i64, p, i64, p, p, p, i64, p, p, p, p, i64, i64, p, p, p, p, p, p, p, p, i32],
@@ -635,13 +633,7 @@ class ListScan:
             ):  # fmt: skip
                 failed.append(q0)
 
-        threads = threads or _default_threads()
-        if threads <= 1 or nq < 2 * threads:
-            run(0, nq)
-        else:
-            bounds = np.linspace(0, nq, threads + 1).astype(int).tolist()
-            with ThreadPoolExecutor(threads) as pool:
-                list(pool.map(lambda ab: run(*ab), zip(bounds[:-1], bounds[1:], strict=True)))
+        run_chunks(nq, threads, run)
         if failed:
             raise MemoryError("partitioned search: out of memory")
         return TopK(D, I), scanned
