@@ -298,9 +298,12 @@ __attribute__((target("avx2"))) static void scan_list_avx2(Query *Q, const uint8
                                                            int64_t n) {
     const __m256 vdelta = _mm256_set1_ps(Q->delta), vqb = _mm256_set1_ps(Q->qbias);
     const __m256 valpha = _mm256_set1_ps(Q->alpha);
+    const int64_t bsize = 16 * Q->M;
     for (int64_t b = 0; b * 32 < n; b++) {
         __m256i s[4];
-        sums_avx2(Q->q, Q->M, blocks + b * 16 * Q->M, s);
+        /* codes are read once per query: fetched ahead without displacing what the caller keeps in cache */
+        for (int64_t o = 0; o < bsize; o += 64) __builtin_prefetch(blocks + (b + 4) * bsize + o, 0, 0);
+        sums_avx2(Q->q, Q->M, blocks + b * bsize, s);
         int64_t base = row0 + b * 32, cnt = n - b * 32 < 32 ? n - b * 32 : 32;
         /* below the reservoir's bar nothing enters (ties are settled by res_push). A list's last block reads
          * the per-row terms of up to 31 rows past the list: the caller pads those arrays by 32. */
@@ -504,7 +507,7 @@ void vqrec_fs_search_many(int64_t nq, const float *luts, int64_t M, const uint8_
             if (p + 1 < np && pr[p + 1] >= 0 && pr[p + 1] < nlist) { /* the next list's first blocks */
                 const char *nx = (const char *)(packed + list_blocks[pr[p + 1]] * 16 * M);
                 int64_t bytes = (list_blocks[pr[p + 1] + 1] - list_blocks[pr[p + 1]]) * 16 * M;
-                for (int64_t o = 0; o < bytes && o < 8192; o += 64) __builtin_prefetch(nx + o);
+                for (int64_t o = 0; o < bytes && o < 8192; o += 64) __builtin_prefetch(nx + o, 0, 0);
             }
 #ifdef VQREC_X86
             if (impl == IMPL_AVX2) {
