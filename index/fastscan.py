@@ -3,10 +3,10 @@
 See ``_fastscan.c`` for the layout and the arithmetic. Here:
 
 - ``pack`` / ``unpack_rows``: the packed 4-bit layout (blocks of 32 items, two codes a byte);
-- ``quantize_lut_ref``, ``block_sums_ref``, ``candidates_ref``, ``search_ref``: the numpy references the
-  tests hold every kernel path to (same bits: the kernel is compiled without fused multiply-add);
-- ``search_lists``: one entry point for both code widths, threads over query chunks (the GIL is released
-  in the kernel), numpy fallback when the kernel is not built.
+- ``ListScan``: one index's arrays for the kernel, ``search`` (batches, threads over query chunks: the GIL is
+  released in the kernel) and ``search_one`` (the latency path); a numpy fallback when the kernel is not built;
+- ``PackedCodes``: the code table read back from the packed layout;
+- the numpy references the tests hold every kernel path to live in ``fastscan_ref.py`` (re-exported here).
 
 ``impl`` selects the kernel path: "auto" (AVX2 when the CPU has it), "scalar", "avx2".
 """
@@ -21,11 +21,25 @@ from typing import Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from .adc import _KERNEL, TopK, _ptr, adc_scores_ref, run_chunks, topk_from_scores
+from .adc import _KERNEL, TopK, _ptr, run_chunks
+from .fastscan_ref import (  # noqa: F401 (re-exported: the references sit beside what they check)
+    BLOCK,
+    _exact8_ref,
+    approx_scores_ref,
+    block_sums_ref,
+    exact_scores_ref,
+    item_vectors_f32,
+    lut_ref,
+    pack_ref,
+    probe_ref,
+    quantize_lut_ref,
+    rerank_ref,
+    rerank_scores,
+    search_ref,
+)
 
 Impl = Literal["auto", "scalar", "avx2"]
 _IMPLS = {"auto": 0, "scalar": 1, "avx2": 2}
-BLOCK = 32
 
 
 def _bind() -> bool:
@@ -97,17 +111,6 @@ def list_blocks(list_rows: NDArray[np.int64]) -> NDArray[np.int64]:
     return np.concatenate([[0], np.cumsum((sizes + BLOCK - 1) // BLOCK)]).astype(np.int64)
 
 
-def pack_ref(codes: NDArray[np.uint8]) -> NDArray[np.uint8]:
-    """Numpy reference of the packed layout of one list: (n, M) codes -> (ceil(n/32), 16*M) bytes."""
-    n, M = codes.shape
-    nb = (n + BLOCK - 1) // BLOCK
-    c = np.zeros((nb * BLOCK, M), np.uint8)
-    c[:n] = codes & 15
-    c = c.reshape(nb, 2, 16, M // 2, 2)  # block, half (item j / j+16), byte j, pair, m in pair
-    byte = c[:, 0] | (c[:, 1] << 4)  # (nb, 16, M/2, 2)
-    return np.ascontiguousarray(byte.transpose(0, 2, 3, 1).reshape(nb, 16 * M))
-
-
 def pack(codes: NDArray[np.uint8], list_rows: NDArray[np.int64]) -> NDArray[np.uint8]:
     """All lists packed, each from a block boundary: (total blocks, 16*M) bytes."""
     codes = np.ascontiguousarray(codes, dtype=np.uint8)
@@ -146,168 +149,8 @@ def unpack_rows(
 
 
 # ---- numpy references ------------------------------------------------------------------------------
-def quantize_lut_ref(lut: NDArray[np.float32]) -> tuple[NDArray[np.uint8], np.float32, np.float32]:
-    """(M, 16) float table -> (M, 16) bytes, delta, bias: sum_m lut[m, c_m] ~= delta * sum_m q[m, c_m] + bias."""
-    lut = np.asarray(lut, np.float32)
-    mins = lut.min(axis=1)
-    rng = (lut.max(axis=1) - mins).max()
-    delta = np.float32(rng / np.float32(255)) if rng > 0 else np.float32(1)
-    bias = np.float32(0)
-    for m in mins:  # summed in order, as the kernel does
-        bias = np.float32(bias + m)
-    q = np.floor((lut - mins[:, None]) / delta + np.float32(0.5)).clip(0, 255).astype(np.uint8)
-    return q, delta, bias
 
 
-def block_sums_ref(q: NDArray[np.uint8], codes: NDArray[np.uint8]) -> NDArray[np.int64]:
-    """Integer sums sum_m q[m, codes[i, m]] of (n, M) codes."""
-    M = codes.shape[1]
-    return q[np.arange(M)[None, :], codes.astype(np.intp)].astype(np.int64).sum(axis=1)
-
-
-def approx_scores_ref(
-    lut: NDArray[np.float32],
-    codes: NDArray[np.uint8],
-    rows: NDArray[np.int64],
-    alpha: float,
-    scale: NDArray[np.float32] | None,
-    add: NDArray[np.float32] | None,
-) -> NDArray[np.float32]:
-    """The kernel's approximate score of the given rows (codes aligned with rows), same float32 steps."""
-    q, delta, bias = quantize_lut_ref(lut)
-    acc = block_sums_ref(q, codes).astype(np.float32)
-    v = (delta * acc).astype(np.float32) + bias
-    if scale is not None:
-        v = v * scale[rows]
-    v = np.float32(alpha) * v
-    if add is not None:
-        v = v + add[rows]
-    return v.astype(np.float32)
-
-
-def exact_scores_ref(
-    lut: NDArray[np.float32],
-    codes: NDArray[np.uint8],
-    rows: NDArray[np.int64],
-    alpha: float,
-    scale: NDArray[np.float32] | None,
-    add: NDArray[np.float32] | None,
-) -> NDArray[np.float32]:
-    """Float-table score, summed in the kernel's order (four running sums)."""
-    M = codes.shape[1]
-    vals = lut[np.arange(M)[None, :], codes.astype(np.intp)].astype(np.float32)  # (n, M)
-    s = [np.zeros(len(codes), np.float32) for _ in range(4)]
-    m = 0
-    while m + 4 <= M:
-        for t in range(4):
-            s[t] = s[t] + vals[:, m + t]
-        m += 4
-    while m < M:
-        s[0] = s[0] + vals[:, m]
-        m += 1
-    v = np.float32(alpha) * ((s[0] + s[1]) + (s[2] + s[3]))
-    if scale is not None:
-        v = v * scale[rows]
-    if add is not None:
-        v = v + add[rows]
-    return v.astype(np.float32)
-
-
-def probe_ref(
-    y: NDArray[np.float32],
-    centroids: NDArray[np.float32],
-    w: NDArray[np.float32] | None,
-    b: NDArray[np.float32] | None,
-    nprobe: int,
-) -> NDArray[np.int64]:
-    """The nprobe best lists by <y, c_l> * w_l + b_l (summed over dimensions in order with fused
-    multiply-adds, as the kernel; the kernel holds centroids in float16: pass them rounded so)."""
-    nlist = len(centroids)
-    if nprobe >= nlist:
-        return np.arange(nlist, dtype=np.int64)
-    keys = np.zeros(nlist, np.float32)
-    for j in range(len(y)):  # fused multiply-add: the product is exact in float64, one rounding to float32
-        keys = (keys.astype(np.float64) + np.float64(y[j]) * centroids[:, j].astype(np.float64)).astype(np.float32)
-    if w is not None:
-        keys = keys * w
-    if b is not None:
-        keys = keys + b
-    keys = np.where(np.isnan(keys) | (keys == -np.inf), np.float32(-3.402823466e38), keys).astype(np.float32)
-    return np.lexsort((np.arange(nlist), -keys))[:nprobe].astype(np.int64)
-
-
-def search_ref(
-    lut: NDArray[np.float32],
-    codes: NDArray[np.uint8],
-    list_rows: NDArray[np.int64],
-    lists: NDArray[np.int64],
-    alpha: float,
-    scale: NDArray[np.float32] | None,
-    add: NDArray[np.float32] | None,
-    kcand: int,
-    k: int,
-) -> TopK:
-    """One query through the 4-bit search in numpy: kcand best by approximate score over ``lists``, then the
-    k best of those by the float-table score. codes (n, M) in row order."""
-    rows = np.concatenate([np.arange(list_rows[ll], list_rows[ll + 1]) for ll in lists] or [np.empty(0, np.int64)])
-    rows = rows.astype(np.int64)
-    approx = approx_scores_ref(lut, codes[rows], rows, alpha, scale, add)
-    cand = _top_rows(approx, rows, max(kcand, k))
-    exact = exact_scores_ref(lut, codes[cand], cand, alpha, scale, add)
-    top = _top_rows(exact, cand, k)
-    D = np.full((1, k), -np.inf, np.float32)
-    I = np.full((1, k), -1, np.int64)  # noqa: E741
-    if len(top):
-        pos = {r: i for i, r in enumerate(cand.tolist())}
-        D[0, : len(top)] = exact[[pos[r] for r in top.tolist()]]
-        I[0, : len(top)] = top
-    return TopK(D, I)
-
-
-def item_vectors_f32(
-    vectors: NDArray, scale: NDArray[np.float32] | None, rows: NDArray[np.int64]
-) -> NDArray[np.float32]:
-    """Rows of stored item vectors as float32 (int8 copies times their per-dimension scale)."""
-    v = np.asarray(vectors[rows], dtype=np.float32)
-    return v * scale if vectors.dtype == np.int8 and scale is not None else v
-
-
-def rerank_scores(x: NDArray[np.float32], v: NDArray[np.float32], mode: str) -> NDArray[np.float32]:
-    """Exact scores of item vectors v (n, d) for one input-space query x, in float64 (as the kernel)."""
-    x64, v64 = x.astype(np.float64), v.astype(np.float64)
-    dot = v64 @ x64
-    if mode == "ip":
-        return dot.astype(np.float32)
-    if mode == "cosine":
-        vn, xn = np.sqrt((v64 * v64).sum(axis=1)), np.sqrt(x64 @ x64)
-        ok = (vn > 0) & (xn > 0)
-        return np.where(ok, dot / np.where(ok, vn, 1) / (xn if xn > 0 else 1), -np.inf).astype(np.float32)
-    return (-((v64 - x64) ** 2).sum(axis=1)).astype(np.float32)
-
-
-def rerank_ref(ls: ListScan, top: TopK, xr: NDArray[np.float32], mode: str, k: int) -> TopK:
-    """Numpy reference of the kernel's re-rank: the candidates' exact scores, best k (ties by lower row)."""
-    nq = len(top.I)
-    D = np.full((nq, k), -np.inf, np.float32)
-    I = np.full((nq, k), -1, np.int64)  # noqa: E741
-    for q in range(nq):
-        rows = top.I[q][top.I[q] >= 0]
-        s = rerank_scores(xr[q], item_vectors_f32(ls.vectors, ls.vector_scale, rows), mode)  # type: ignore[arg-type]
-        best = _top_rows(s, rows, k)
-        pos = {r: i for i, r in enumerate(rows.tolist())}
-        D[q, : len(best)] = s[[pos[r] for r in best.tolist()]]
-        I[q, : len(best)] = best
-    return TopK(D, I)
-
-
-def _top_rows(scores: NDArray[np.float32], rows: NDArray[np.int64], k: int) -> NDArray[np.int64]:
-    ok = scores > -np.inf  # NaN compares False
-    s, r = scores[ok], rows[ok]
-    order = np.lexsort((r, -s))[:k]
-    return r[order]
-
-
-# ---- the search ------------------------------------------------------------------------------------
 def _contig(a: NDArray | None, dtype: type) -> NDArray | None:
     if a is None:
         return None
@@ -394,16 +237,6 @@ def lut_matrix(centroids: NDArray[np.float32], kind: str) -> tuple[NDArray[np.fl
     pq/opq (M, ksub, dsub) centroids -> (M, dsub, ksub), step dsub; rq (M, ksub, d) -> (M, d, ksub), step 0."""
     mat = np.ascontiguousarray(np.asarray(centroids, np.float32).transpose(0, 2, 1))
     return mat, (0 if kind == "rq" else mat.shape[1])
-
-
-def lut_ref(y: NDArray[np.float32], mat: NDArray[np.float32], ystep: int) -> NDArray[np.float32]:
-    """Numpy reference of the kernel's lookup table of one vector (same float32 steps)."""
-    M, dt, ksub = mat.shape
-    out = np.zeros((M, ksub), np.float32)
-    for t in range(dt):
-        yv = np.array([y[m * ystep + t] for m in range(M)], np.float32)[:, None]
-        out = out + yv * mat[:, t, :]
-    return out.astype(np.float32)
 
 
 if _BOUND:
@@ -501,6 +334,44 @@ class ListScan:
             return out
         return lut_ref(y, self.lutmat, self.lut_ystep)
 
+    def _run_workspace(
+        self,
+        lut: NDArray[np.float32] | None,
+        y: NDArray[np.float32],
+        alpha: float | None,
+        nprobe: int,
+        kcand: int,
+        k: int,
+        code: int,
+        rerank: int,
+        xr: NDArray[np.float32] | None,
+        mode: str,
+    ) -> _Workspace:
+        """One query through this thread's workspace (inputs copied to known addresses, one two-argument kernel
+        call); the answer is left in the workspace's D / I / scanned."""
+        ws = self._workspace(k)
+        h = ws.head
+        ws.y[0] = y.reshape(-1)
+        if lut is None:
+            h[4] = 0
+        else:
+            ws.lut[0] = lut.reshape(ws.lut.shape[1:])
+            h[4] = ws.p_lut
+        if alpha is None:
+            h[6] = 0
+        else:
+            ws.alpha[0] = alpha
+            h[6] = ws.p_alpha
+        h[0], h[1], h[3] = nprobe, kcand, code
+        if rerank:
+            ws.xr[0] = xr.reshape(-1)  # type: ignore[union-attr]
+            h[10], h[11], h[12] = ws.p_xr, rerank, RERANK_MODES[mode]
+        else:
+            h[11] = 0
+        if _KERNEL.vqrec_lists_search_ws(self._addr, ws.p_head):  # type: ignore[union-attr]
+            raise MemoryError("partitioned search: out of memory")
+        return ws
+
     def search_one(
         self,
         y: NDArray[np.float32],
@@ -521,25 +392,8 @@ class ListScan:
                                  xr=None if xr is None else xr.reshape(1, -1), mode=mode)  # fmt: skip
             rows, scores = top.I[0].tolist(), top.D[0].tolist()
         else:
-            ws = self._workspace(k)
-            ws.y[0] = y.reshape(-1)
-            h = ws.head
-            h[0] = min(max(1, nprobe), self.nlist)
-            h[1] = max(kcand, k)
-            if alpha is None:
-                h[6] = 0
-            else:
-                ws.alpha[0] = alpha
-                h[6] = ws.p_alpha
-            h[4] = 0
-            h[3] = 0
-            if rerank:
-                ws.xr[0] = xr.reshape(-1)  # type: ignore[union-attr]
-                h[10], h[11], h[12] = ws.p_xr, rerank, RERANK_MODES[mode]
-            else:
-                h[11] = 0
-            if _KERNEL.vqrec_lists_search_ws(self._addr, ws.p_head):  # type: ignore[union-attr]
-                raise MemoryError("partitioned search: out of memory")
+            ws = self._run_workspace(None, y, alpha, min(max(1, nprobe), self.nlist), max(kcand, k), k, 0, rerank,
+                                     xr, mode)  # fmt: skip
             rows, scores = ws.I[0].tolist(), ws.D[0].tolist()
         n = len(rows)
         while n and rows[n - 1] < 0:
@@ -587,27 +441,8 @@ class ListScan:
         rr_mode = RERANK_MODES[mode]
         code = _IMPLS[impl]
         if nq == 1 and probes is None:  # the latency path: the query copied into a workspace of known address
-            ws = self._workspace(k)
-            ws.y[...] = ys.reshape(ws.y.shape)
-            if luts is None:
-                ws.head[4] = 0
-            else:
-                ws.lut[...] = luts.reshape(ws.lut.shape)
-                ws.head[4] = ws.p_lut
-            if alpha is None:
-                ws.head[6] = 0
-            else:
-                ws.alpha[0] = alpha.reshape(-1)[0]
-                ws.head[6] = ws.p_alpha
-            ws.head[:2] = nprobe, kcand
-            ws.head[3] = code
-            if rerank:
-                ws.xr[...] = xr.reshape(ws.xr.shape)  # type: ignore[union-attr]
-                ws.head[10:13] = ws.p_xr, rerank, rr_mode
-            else:
-                ws.head[11] = 0
-            if _KERNEL.vqrec_lists_search_ws(self._addr, ws.p_head):  # type: ignore[union-attr]
-                raise MemoryError("partitioned search: out of memory")
+            a = None if alpha is None else float(np.asarray(alpha).reshape(-1)[0])
+            ws = self._run_workspace(luts, ys, a, nprobe, kcand, k, code, rerank, xr, mode)
             return TopK(ws.D.copy(), ws.I.copy()), ws.scanned.copy()
         luts = None if luts is None else _contig(luts, np.float32)
         ys = _contig(ys, np.float32)  # type: ignore[assignment]
@@ -682,19 +517,3 @@ def _search_numpy(ls: ListScan, luts, ys, alpha, nprobe, k, kcand, probes):  # t
             top = _exact8_ref(luts[q], codes, lr, lists, float(alpha[q]), ls.scale, ls.add, k)
         D[q], I[q] = top.D[0], top.I[0]
     return TopK(D, I), scanned
-
-
-def _exact8_ref(lut, codes, list_rows, lists, alpha, scale, add, k):  # type: ignore[no-untyped-def]
-    """Exact ADC top-k over the rows of ``lists`` (ties by lower row), in numpy."""
-    parts = [np.arange(list_rows[ll], list_rows[ll + 1]) for ll in lists]
-    rows = np.sort(np.concatenate(parts)).astype(np.int64) if parts else np.empty(0, np.int64)
-    s = adc_scores_ref(lut[None], codes[rows])[0] * np.float32(alpha)
-    if scale is not None:
-        s = s * scale[rows]
-    if add is not None:
-        s = s + add[rows]
-    s[np.isnan(s)] = -np.inf
-    top = topk_from_scores(s[None].astype(np.float32), k) if len(rows) else None
-    if top is None:
-        return TopK(np.full((1, k), -np.inf, np.float32), np.full((1, k), -1, np.int64))
-    return TopK(top.D, np.where(top.I >= 0, rows[np.maximum(top.I, 0)], -1))

@@ -61,6 +61,11 @@ RESCORE_FACTOR = 2
 RESCORE_MIN = 16
 
 
+def _l2_alpha(alpha: NDArray[np.float32] | None, nq: int) -> NDArray[np.float32]:
+    """The l2 score's per-query factor: 2<q, x_hat> (alpha None meaning 1)."""
+    return np.full(nq, 2, np.float32) if alpha is None else alpha * 2
+
+
 @dataclass(frozen=True)
 class SearchResult:
     """One query's answer: ``ids`` best first, ``scores`` higher-is-better, same length (<= k)."""
@@ -326,9 +331,7 @@ class CompressedIndex:
         kfetch = max(1, min(n, k + max((len(e) for e in excludes), default=0)))
         nq = len(y) if y is not None else len(lut)  # type: ignore[arg-type]
         if self.scan_kind != "flat":
-            a = alpha
-            if score == "l2":
-                a = np.full(nq, 2, np.float32) if alpha is None else alpha * 2
+            a = _l2_alpha(alpha, nq) if score == "l2" else alpha
             assert y is not None
             top, _ = self._list_scan(score).search(
                 lut, y, a, nprobe=nprobe or self.nprobe, k=kfetch, kcand=max(RESCORE_FACTOR * kfetch, RESCORE_MIN)
@@ -415,9 +418,7 @@ class CompressedIndex:
         if rerank and self.scan_kind != "flat" and not any(len(e) for e in excludes):
             # the kernel re-ranks (no exclusions to apply between the scan and the re-rank)
             assert xq_rerank is not None and y is not None
-            a = alpha
-            if score == "l2":
-                a = np.full(len(y), 2, np.float32) if alpha is None else alpha * 2
+            a = _l2_alpha(alpha, len(y)) if score == "l2" else alpha
             top, _ = self._list_scan(score).search(
                 lut, y, a, nprobe=nprobe, k=k, kcand=max(rerank, k, RESCORE_MIN), rerank=rerank, xr=xq_rerank,
                 mode=score,
@@ -457,16 +458,7 @@ class CompressedIndex:
     def _one_vector(self, x: NDArray[np.float32], k: int, rerank: int, score: str, nprobe: int) -> SearchResult:
         """One query vector on a partitioned or 4-bit index without exclusions: ``_vector_query`` in fewer
         steps (the per-query Python work is a large part of a 1M-item query's time)."""
-        cb = self.codebooks
-        if score == "cosine":
-            qn = float(np.sqrt(x[0] @ x[0]))
-            if qn == 0:
-                raise InputError("Query vector has zero norm: it has no cosine direction.")
-            x = (x / qn).astype(np.float32)
-        x_rr = x
-        if cb.metric == "cosine" and score != "cosine":
-            x = normalize_rows(x)
-        y = cb.to_code_space(x, normalize=False)
+        y, x_rr = self._query_space(x, score)
         kf = max(1, min(len(self), k))
         kr = max(rerank, kf) if rerank else kf
         rows, scores = self._list_scan(score).search_one(
@@ -487,22 +479,26 @@ class CompressedIndex:
         score: str,
         nprobe: int,
     ) -> list[SearchResult]:
-        cb = self.codebooks
+        y, x_for_rerank = self._query_space(x, score)
+        qnorm2 = np.einsum("ij,ij->i", y, y) if score == "l2" else None
+        if self.scan_kind != "flat":  # the kernel makes the table from y, alpha is 1
+            return self._run(None, None, score, k, excludes, qnorm2, rerank, x_for_rerank, y, nprobe)
+        lut = self.codebooks.lut(y)
+        alpha = np.ones(len(x), np.float32)
+        return self._run(lut, alpha, score, k, excludes, qnorm2, rerank, x_for_rerank, y, nprobe)
+
+    def _query_space(self, x: NDArray[np.float32], score: str) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+        """(code-space queries for the scan, input-space queries for the re-rank) of checked query vectors: unit
+        length under a cosine score (a zero vector is an input error), on the sphere for a cosine index."""
         if score == "cosine":
             qn = np.sqrt(np.einsum("ij,ij->i", x, x))
             if (qn == 0).any():
                 raise InputError("Query vector has zero norm: it has no cosine direction.")
             x = (x / qn[:, None]).astype(np.float32)
-        x_for_rerank = x
-        if cb.metric == "cosine" and score != "cosine":
+        x_rr = x
+        if self.codebooks.metric == "cosine" and score != "cosine":
             x = normalize_rows(x)  # the index lives on the unit sphere
-        y = cb.to_code_space(x, normalize=False)
-        qnorm2 = np.einsum("ij,ij->i", y, y) if score == "l2" else None
-        if self.scan_kind != "flat":  # the kernel makes the table from y, alpha is 1
-            return self._run(None, None, score, k, excludes, qnorm2, rerank, x_for_rerank, y, nprobe)
-        lut = cb.lut(y)
-        alpha = np.ones(len(x), np.float32)
-        return self._run(lut, alpha, score, k, excludes, qnorm2, rerank, x_for_rerank, y, nprobe)
+        return self.codebooks.to_code_space(x, normalize=False), x_rr
 
     def recommend(
         self,
