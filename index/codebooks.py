@@ -64,6 +64,9 @@ class Codebooks:
     rotation: NDArray[np.float32] | None = None
     beam_size: int = 1
     norm_explicit: bool = False
+    # ScaNN's score-aware (anisotropic) loss, as its threshold T in [0, 1): pq/opq codes minimize
+    # ||r_perp||^2 + eta ||r_par||^2 with eta = (d - 1) T^2 / (1 - T^2) instead of ||r||^2. 0: nearest codeword
+    score_aware: float = 0.0
     config: dict[str, Any] = field(default_factory=dict)
     report: dict[str, Any] = field(default_factory=dict)
     _faiss: Any = field(default=None, repr=False, compare=False)
@@ -86,6 +89,10 @@ class Codebooks:
             if self.rotation is None or self.rotation.shape != (self.d, self.d):
                 raise ConfigError(f"opq needs a ({self.d}, {self.d}) rotation.")
             self.rotation = np.ascontiguousarray(self.rotation, dtype=np.float32)
+        if not 0.0 <= self.score_aware < 1.0:
+            raise ConfigError(f"score_aware must be in [0, 1), got {self.score_aware}.")
+        if self.score_aware and self.kind == "rq":
+            raise ConfigError("score_aware codes are for pq and opq (rq encodes with faiss's beam search).")
 
     # ---- shapes -------------------------------------------------------------------------------
     @property
@@ -144,14 +151,23 @@ class Codebooks:
         return self._faiss
 
     # ---- encode / decode ------------------------------------------------------------------------
+    @property
+    def score_aware_eta(self) -> float:
+        """The weight of the parallel residual relative to the orthogonal one (1: plain squared error)."""
+        t = self.score_aware
+        return (self.d - 1) * t * t / (1.0 - t * t) if t else 1.0
+
     def encode_code_space(self, y: NDArray[np.float32]) -> NDArray[np.uint8]:
         """(n, d) vectors already in code space -> (n, M) uint8 codes."""
         q = self.faiss_quantizer()
-        codes = q.compute_codes(np.ascontiguousarray(y, dtype=np.float32))
-        if self.nbits == 8:
-            return codes.reshape(len(y), self.M)
-        # faiss packs codes of nbits < 8; unpack to one byte per code
-        return _unpack_bits(codes, self.M, self.nbits)
+        y = np.ascontiguousarray(y, dtype=np.float32)
+        codes = q.compute_codes(y)
+        codes = codes.reshape(len(y), self.M) if self.nbits == 8 else _unpack_bits(codes, self.M, self.nbits)
+        if self.score_aware:
+            from .score_aware import encode_score_aware
+
+            codes = encode_score_aware(y, self.centroids, codes, self.score_aware_eta)
+        return codes
 
     def encode(self, x: NDArray[np.float32]) -> NDArray[np.uint8]:
         """(n, d) input vectors -> (n, M) uint8 codes."""
@@ -235,6 +251,7 @@ class Codebooks:
             "ksub": self.ksub,
             "beam_size": self.beam_size,
             "norm_explicit": self.norm_explicit,
+            "score_aware": self.score_aware,
             "code_size": self.code_size,
         }
 
@@ -269,6 +286,7 @@ class Codebooks:
             rotation=arrays.get("rotation"),
             beam_size=int(header.get("beam_size", 1)),
             norm_explicit=bool(header.get("norm_explicit", False)),
+            score_aware=float(header.get("score_aware", 0.0)),
             **extra,
         )
 

@@ -11,7 +11,8 @@ fields are allowed (a newer build may add some); ``null`` is not an object.
     created_at                   string or null
     files              yes       {plain file name: {"sha256": 64 hex digits, "bytes": int >= 0}}
     method             yes       kind in KINDS, metric in METRICS, d >= 1, M >= 1, nbits in 1..8, d % M == 0
-                                 for pq/opq, ksub == 2**nbits, beam_size >= 1, norm_explicit bool, code_size int
+                                 for pq/opq, ksub == 2**nbits, beam_size >= 1, norm_explicit bool, score_aware in [0, 1)
+                                 (0 for rq), code_size int
     metric                       in METRICS and == method.metric
     similar_metric               "l2" for l2, else "cosine"
     d                            == method.d
@@ -227,6 +228,11 @@ def _method(c: _Check, method: dict[str, Any]) -> int:
         c.integer(method["beam_size"], "method.beam_size", lo=1)
     if "norm_explicit" in method and not isinstance(method["norm_explicit"], bool):
         c.fail("method.norm_explicit", f"expected true or false, got {_show(method['norm_explicit'])}")
+    if "score_aware" in method:
+        c.number(method["score_aware"], "method.score_aware")
+        t = method["score_aware"]
+        if not 0 <= t < 1 or (t and kind == "rq"):
+            c.fail("method.score_aware", f"{_show(t)}, expected a threshold in [0, 1) (0 for rq)")
     if "code_size" in method:  # == M is checked against the codebooks, in load_index
         c.integer(method["code_size"], "method.code_size", lo=1)
     return d

@@ -142,10 +142,14 @@ def test_walkthrough_on_movielens(tmp_path: Path, server, free_port) -> None:
     ev = manifest["evaluation"]
     # the issue's acceptance figures at 16 bytes per item (docs/benchmarks.md)
     assert manifest["bytes"]["code_bytes_per_item"] == 16
-    assert ev["user_to_item"]["recall@10"] >= 0.90
+    # issue 12: the 16-byte build `train auto` picks, no re-rank: u->i recall@10 >= 0.97, >= 99 % of exact HR@10
+    assert "auto: chose rq-joint" in outputs["train"], outputs["train"]
+    assert manifest["train_report"]["auto"]["chosen"] == "rq-joint"
+    assert ev["user_to_item"]["recall@10"] >= 0.97
     assert ev["user_to_item_rerank"]["recall@10"] >= 0.99
-    assert ev["item_to_item"]["recall@10"] >= 0.90 and ev["item_to_item"]["zero_items_excluded"] == 15
-    assert "HR@10 exact                     0.1274" in outputs["eval"]
+    assert ev["item_to_item"]["recall@10"] >= 0.88 and ev["item_to_item"]["zero_items_excluded"] == 15
+    hr = dict(ln.strip().rsplit(None, 1) for ln in outputs["eval"].splitlines() if ln.strip().startswith("HR@10"))
+    assert float(hr["HR@10 exact"]) == 0.1274 and float(hr["HR@10 index"]) >= 0.99 * 0.1274, outputs["eval"]
     port = free_port()
     with server(vqrec_argv(lines[3]), port, env=serve_env(port), cwd=work, timeout=180) as base:
         r = httpx.post(f"{base}/v1/indexes/ml100k/recommend", json={"user_id": "1", "k": 10})

@@ -98,48 +98,44 @@ TRAINERS = {"pq": train_pq, "opq": train_opq, "rq": train_rq}
 
 
 def training_sample(
-    emb: Embeddings, cfg: TrainConfig, *, has_queries: bool
+    emb: Embeddings, cfg: TrainConfig, *, has_queries: bool, extra_held: int = 0
 ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
-    """(train rows, report query rows), drawn with cfg.seed.
+    """(train rows, held-out query rows), drawn with cfg.seed.
 
     With a separate query file (users) every item may train. Otherwise items are held out of
     training as report queries only when enough remain for k-means (39 per centroid); on a small
-    catalogue all items train and the report says its queries were not held out.
+    catalogue all items train and the report says its queries were not held out. ``extra_held``
+    more items are held out after the report's (``train auto`` chooses its candidate on them); the
+    first ``cfg.eval_queries`` held rows are the report's.
     """
     n = emb.n
     rng = np.random.default_rng(cfg.seed)
     perm = rng.permutation(n)
-    nq = min(cfg.eval_queries, n)
-    held = np.sort(perm[:nq])
+    nq = min(cfg.eval_queries + extra_held, n)
+    held = perm[:nq]
     if not has_queries and n - nq >= 39 * cfg.ksub:
         rest = perm[nq:]
     else:
         rest = perm
     train_rows = np.sort(rest[: cfg.max_train_points])
-    return train_rows.astype(np.int64), held.astype(np.int64)
+    report_rows = np.sort(held[: cfg.eval_queries])
+    if extra_held:
+        return train_rows.astype(np.int64), np.concatenate([report_rows, np.sort(held[cfg.eval_queries :])])
+    return train_rows.astype(np.int64), report_rows.astype(np.int64)
 
 
-def train(
-    emb: Embeddings, cfg: TrainConfig, *, queries: Embeddings | None = None, show_progress: bool = True
+def fit(
+    emb: Embeddings, cfg: TrainConfig, train_rows: NDArray[np.int64], *, show_progress: bool = True, warn: bool = True
 ) -> Codebooks:
-    """Train codebooks of cfg.method on ``emb`` and attach the training report.
-
-    ``queries`` (e.g. user embeddings) are the report's held-out queries; without them a sample of
-    items is used (held out of training when the catalogue is large enough).
-    """
-    from .report import training_report
-
-    cfg.check_dim(emb.d)
-    if queries is not None and queries.d != emb.d:
-        raise InputError(f"{queries.source}: query dimension ({queries.d}) does not match the items ({emb.d}).")
-    train_rows, held = training_sample(emb, cfg, has_queries=queries is not None)
+    """Codebooks of cfg.method trained on ``emb.vectors[train_rows]`` (no report); ``cb.report`` holds
+    only ``n_train`` and ``train_seconds`` until ``attach_report``."""
     nt = len(train_rows)
     if nt < cfg.ksub:
         raise InputError(
             f"{emb.source}: {nt} training vectors for {cfg.ksub} codewords per codebook "
             f"(nbits={cfg.nbits}); need at least {cfg.ksub}. Lower nbits or add data."
         )
-    if nt < 39 * cfg.ksub:
+    if nt < 39 * cfg.ksub and warn:
         logger.warning(
             "%d training vectors for %d codewords: k-means wants >= %d (39 per centroid); codebooks may overfit",
             nt,
@@ -154,24 +150,78 @@ def train(
             raise InputError(f"{emb.source}: only {len(xt)} non-zero training vectors for {cfg.ksub} codewords.")
     t0 = time.perf_counter()
     cb = TRAINERS[cfg.method](np.ascontiguousarray(xt), cfg, show_progress=show_progress)
-    train_seconds = time.perf_counter() - t0
     cb.norm_explicit = cfg.norm_explicit
+    cb.score_aware = float(cfg.score_aware)
     cb.config = cfg.to_dict()
+    cb.report = {"n_train": int(nt), "train_seconds": time.perf_counter() - t0}
+    return cb
+
+
+def report_queries(
+    emb: Embeddings,
+    cfg: TrainConfig,
+    queries: Embeddings | None,
+    held: NDArray[np.int64],
+    train_rows: NDArray[np.int64],
+) -> tuple[NDArray[np.float32], str, bool]:
+    """The training report's queries: ``cfg.eval_queries`` rows of the query file drawn with the seed,
+    else the held-out items. (vectors, where from, held out of training)."""
     if queries is not None:
-        xq = queries.vectors[np.sort(np.random.default_rng(cfg.seed).permutation(queries.n)[: cfg.eval_queries])]
-        source, held_out = "queries file", True
-    else:
-        xq = emb.vectors[held]
-        source, held_out = "items", bool(len(np.intersect1d(held, train_rows)) == 0)
+        rows = np.random.default_rng(cfg.seed).permutation(queries.n)[: cfg.eval_queries]
+        return queries.vectors[np.sort(rows)], "queries file", True
+    held = held[: cfg.eval_queries]
+    return emb.vectors[held], "items", bool(len(np.intersect1d(held, train_rows)) == 0)
+
+
+def attach_report(
+    cb: Codebooks,
+    emb: Embeddings,
+    cfg: TrainConfig,
+    *,
+    xq: NDArray[np.float32],
+    queries_source: str,
+    held_out: bool,
+    show_progress: bool = True,
+) -> Codebooks:
+    """Replace ``cb.report`` (from ``fit``) by the full training report on queries ``xq``."""
+    from .report import training_report
+
     cb.report = training_report(
         cb,
         emb,
         cfg,
         xq=xq,
-        n_train=nt,
-        queries_source=source,
+        n_train=cb.report["n_train"],
+        queries_source=queries_source,
         held_out=held_out,
-        train_seconds=train_seconds,
+        train_seconds=cb.report["train_seconds"],
         show_progress=show_progress,
     )
     return cb
+
+
+def check_inputs(emb: Embeddings, cfg: TrainConfig, queries: Embeddings | None) -> None:
+    cfg.check_dim(emb.d)
+    if queries is not None and queries.d != emb.d:
+        raise InputError(f"{queries.source}: query dimension ({queries.d}) does not match the items ({emb.d}).")
+
+
+def train(
+    emb: Embeddings, cfg: TrainConfig, *, queries: Embeddings | None = None, show_progress: bool = True
+) -> Codebooks:
+    """Train codebooks of cfg.method on ``emb`` and attach the training report.
+
+    ``queries`` (e.g. user embeddings) are the report's held-out queries; without them a sample of
+    items is used (held out of training when the catalogue is large enough). ``method="auto"`` trains
+    the candidate code families and keeps the one that finds the most exact neighbours of held-out
+    queries (trainers/auto.py).
+    """
+    if cfg.method == "auto":
+        from .auto import train_auto
+
+        return train_auto(emb, cfg, queries=queries, show_progress=show_progress)
+    check_inputs(emb, cfg, queries)
+    train_rows, held = training_sample(emb, cfg, has_queries=queries is not None)
+    cb = fit(emb, cfg, train_rows, show_progress=show_progress)
+    xq, source, held_out = report_queries(emb, cfg, queries, held, train_rows)
+    return attach_report(cb, emb, cfg, xq=xq, queries_source=source, held_out=held_out, show_progress=show_progress)

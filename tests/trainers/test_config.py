@@ -16,7 +16,7 @@ from vqrec.trainers.configfile import load_settings
 @pytest.mark.parametrize(
     ("kw", "match"),
     [
-        ({"method": "ivf"}, r"method must be one of \['pq', 'opq', 'rq'\], got 'ivf'"),
+        ({"method": "ivf"}, r"method must be one of \['pq', 'opq', 'rq', 'auto'\], got 'ivf'"),
         ({"metric": "dot"}, r"metric must be one of \['ip', 'cosine', 'l2'\], got 'dot'"),
         ({"norm": "none"}, r"norm must be one of \['auto', 'explicit', 'joint'\], got 'none'"),
         ({"nbits": 0}, "nbits must be in 1..8"),

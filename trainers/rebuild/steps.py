@@ -126,7 +126,8 @@ def read_inputs(cfg: RebuildConfig) -> tuple[Any, Any, Any]:
     except VqrecError as e:
         raise RebuildError(str(e), EXIT_INPUT) from None
     try:
-        tcfg = TrainConfig.from_dict(dict(cfg.train))
+        # the job's default is auto: it picks the code family by recall on held-out queries each retrain
+        tcfg = TrainConfig.from_dict({"method": "auto", **cfg.train})
         tcfg.check_dim(items.d)
     except ConfigError as e:
         raise RebuildError(str(e), EXIT_CONFIG) from None
@@ -229,8 +230,10 @@ def drift_decision(active_cb: Any, items: Any, cfg: Any, threshold: float) -> di
     out: dict[str, Any] = {"threshold": threshold}
     if active_cb is None:
         return {**out, "decision": "retrain", "reason": "no active version"}
+    # auto: any family it chose before is the same config (a new choice needs a retrain anyway)
+    kind = active_cb.kind if cfg.method == "auto" and "auto" in (active_cb.report or {}) else cfg.method
     same = (active_cb.kind, active_cb.M, active_cb.nbits, active_cb.metric, active_cb.d) == (
-        cfg.method,
+        kind,
         cfg.M,
         cfg.nbits,
         cfg.metric,

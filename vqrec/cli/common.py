@@ -26,6 +26,7 @@ class Method(StrEnum):
     pq = "pq"
     opq = "opq"
     rq = "rq"
+    auto = "auto"
 
 
 class Metric(StrEnum):

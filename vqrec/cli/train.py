@@ -1,6 +1,7 @@
 """``vqrec train``: codebooks for the ADC index and the learned trainers.
 
 vqrec train {pq,opq,rq}  embeddings -> codebook artifact (faiss)
+vqrec train auto         the same, the code family chosen by its recall on held-out queries
 vqrec train rqvae        embeddings -> semantic-ID tokenizer (RQ-VAE / CoST; torch)
 vqrec train {cove,bpr}   interaction log -> user and item embeddings (+ cascaded codes; torch)
 """
@@ -38,6 +39,8 @@ _FAISS_HELP = {
     Method.pq: "Product quantization: M sub-vectors, 2**nbits codewords each (faiss k-means).",
     Method.opq: "OPQ: a learned rotation, then product quantization (faiss OPQMatrix + k-means).",
     Method.rq: "Residual quantization: M stages, each quantizing the previous residual (faiss, beam search).",
+    Method.auto: "Trains every candidate (pq, opq, rq; norm-explicit and joint codes) and keeps the one that finds "
+    "the most exact top-10 neighbours of held-out queries (the cheapest within auto_tolerance of the best).",
 }
 
 
@@ -98,10 +101,23 @@ def _faiss_trainer(method: Method):  # type: ignore[no-untyped-def]
         except VqrecError as e:
             raise fail(e) from None
         rep = cb.report
+        auto = rep.get("auto")
+        if auto:
+            typer.echo(
+                f"auto: {len(auto['candidates'])} candidates on {auto['database']} items, recall@10 of "
+                f"{auto['queries']} held-out queries ({auto['queries_from']}):"
+            )
+            for r in auto["candidates"]:
+                mark = "*" if r["candidate"] == auto["chosen"] else " "
+                typer.echo(
+                    f" {mark} {r['candidate']:<16} recall@10 {r['recall@10']:.4f}  recall@100 {r['recall@100']:.4f}  "
+                    f"relative mse {r['relative_mse']:.4f}  {r['train_seconds']:.1f}s"
+                )
+            typer.echo(f"auto: chose {auto['chosen']}: {auto['reason']}")
         summary(
             f"codebooks written to {out}",
             {
-                "method": f"{cfg.method} M={cfg.M} nbits={cfg.nbits} metric={cfg.metric} norm_explicit={cb.norm_explicit}",
+                "method": f"{cb.kind} M={cfg.M} nbits={cfg.nbits} metric={cfg.metric} norm_explicit={cb.norm_explicit}",
                 "trained on": f"{rep['n_train']} of {rep['n_items']} vectors in {rep['train_seconds']}s",
                 "relative mse": f"{rep['relative_mse']:.4f}",
                 "recall@10/@100": f"{rep['eval']['recall@10']:.4f} / {rep['eval']['recall@100']:.4f} "
