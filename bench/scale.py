@@ -12,7 +12,8 @@ directory when it is writable and outside the repository.
 The peers are configured as ``../shared/peers.md`` says (list counts scale as sqrt(n) below 1M items):
 ScaNN tree(1000 leaves) + AH (d/4 and d/2 bytes) with no, int8 or float32 reorder; hnswlib M=16,
 ef_construction=100; faiss IVF1024,PQ{d/2}x4fs with and without RFlat. vqrec: PQ M=d/2 x 4 bits (the
-same d/4 bytes of codes as ScaNN AH d/4 and faiss PQx4fs), auto nlist, nprobe x rerank grid; rerank
+same d/4 bytes of codes as ScaNN AH d/4 and faiss PQx4fs), score-aware codes (``--score-aware``, T 0.3 as
+ScaNN's AH uses 0.2), auto nlist, nprobe x rerank grid; rerank
 re-scores candidates with the int8 item vectors (d bytes per item). Every method trains on (at most) 100,000 vectors and
 builds with 2 threads.
 
@@ -327,15 +328,25 @@ def _peer_import(name: str) -> Any:
 
 
 def measure_vqrec(
-    data: ScaleData, *, k: int = 10, quick: bool = False, n_one: int = 500, workdir: str, nlist: int | None = None
+    data: ScaleData,
+    *,
+    k: int = 10,
+    quick: bool = False,
+    n_one: int = 500,
+    workdir: str,
+    nlist: int | None = None,
+    score_aware: float = 0.3,
 ) -> list[dict[str, Any]]:
-    """vqrec PQ M=d/2 x 4 bits, metric ip: codes only (rerank 0) and with int8 item vectors (rerank > 0)."""
+    """vqrec PQ M=d/2 x 4 bits, metric ip, score-aware codes (T, 0 = nearest codeword): codes only (rerank 0)
+    and with int8 item vectors (rerank > 0)."""
     from vqrec.index import load_index
     from vqrec.trainers.config import TrainConfig
     from vqrec.trainers.quantizers import train
 
     d, n = data.d, data.n
-    cfg = TrainConfig(method="pq", M=d // 2, nbits=4, metric="ip", eval_queries=50, eval_max_items=20000)
+    cfg = TrainConfig(
+        method="pq", M=d // 2, nbits=4, metric="ip", eval_queries=50, eval_max_items=20000, score_aware=score_aware
+    )
     t0 = time.perf_counter()
     cb = train(data.items, cfg, show_progress=False)
     train_s = time.perf_counter() - t0
@@ -380,7 +391,8 @@ def measure_vqrec(
 
                 s = Searcher(batch=batch, one=lambda q, b=batch: b(q, 1), rows=rows)
                 m = measure_setting(s, data, k, n_one)
-                setting = f"PQ{d // 2}x4 nlist={idx.nlist} nprobe={p} rerank={rr}" + (
+                sa = f"+sa{score_aware}" if score_aware else ""
+                setting = f"PQ{d // 2}x4{sa} nlist={idx.nlist} nprobe={p} rerank={rr}" + (
                     " (int8 vectors)" if rr else " (codes only)"
                 )
                 points.append(point("vqrec", setting, m, ram, build_s, item_vectors=vectors, nprobe=p, rerank=rr))
@@ -810,7 +822,14 @@ def format_header(report: dict[str, Any]) -> str:
 
 
 def bench_dataset(
-    data: ScaleData, methods: Sequence[str], *, k: int, quick: bool, n_one: int, nlist: int | None = None
+    data: ScaleData,
+    methods: Sequence[str],
+    *,
+    k: int,
+    quick: bool,
+    n_one: int,
+    nlist: int | None = None,
+    score_aware: float = 0.3,
 ) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "name": data.name,
@@ -829,7 +848,7 @@ def bench_dataset(
         t0 = time.perf_counter()
         workdir = tempfile.mkdtemp(prefix=f"vqrec-scale-{method}-")
         try:
-            kw: dict[str, Any] = {"nlist": nlist} if method == "vqrec" else {}
+            kw: dict[str, Any] = {"nlist": nlist, "score_aware": score_aware} if method == "vqrec" else {}
             block["points"] = MEASURE[method](data, k=k, quick=quick, n_one=n_one, workdir=workdir, **kw)
         except ImportError as e:
             block["error"] = str(e)
@@ -855,6 +874,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--quick", action="store_true", help="shorter parameter grids")
     p.add_argument("--nlist", type=int, default=None, help="vqrec lists (default: auto, 2 sqrt(n) from 100k items)")
+    p.add_argument(
+        "--score-aware",
+        type=float,
+        default=0.3,
+        help="vqrec's score-aware codes threshold T (0: nearest-codeword codes); 0.3 is what train auto tries",
+    )
     p.add_argument(
         "--classes-by",
         choices=("rss", "nominal"),
@@ -897,7 +922,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 dpath = generate(a.n, a.d, a.seed, a.nq, tmp)
             data = load_data(dpath, a.nq, a.k, name=gen_name)
             log(f"{data.name}: {data.n} x {data.d}, {len(data.queries)} queries; ground truth {data.gt_how}")
-            entry = bench_dataset(data, methods, k=a.k, quick=a.quick, n_one=a.n_one, nlist=a.nlist)
+            entry = bench_dataset(
+                data, methods, k=a.k, quick=a.quick, n_one=a.n_one, nlist=a.nlist, score_aware=a.score_aware
+            )
             del data
         finally:
             if tmp is not None:
