@@ -20,10 +20,13 @@ at shutdown.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import APIRouter, FastAPI
 from threadpoolctl import threadpool_limits
@@ -139,11 +142,42 @@ def run(settings: Settings | None = None) -> None:
 
     settings = settings if settings is not None else Settings()  # type: ignore[call-arg]
     configure_logging(settings.log_level)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        log_config=None,
-        access_log=False,
-    )
+    common: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": settings.log_level,
+        "log_config": None,
+        "access_log": False,
+    }
+    if settings.workers == 1:
+        uvicorn.run(create_app(settings), **common)
+        return
+    # several processes: uvicorn starts each from the import string, and each reads its Settings from the
+    # environment, so the settings given here are exported first. A reload request reaches one worker; the
+    # others follow the alias through their poller, which is therefore on.
+    if settings.poll_seconds == 0:
+        settings = settings.model_copy(update={"poll_seconds": DEFAULT_WORKER_POLL_SECONDS})
+        logger.warning(
+            "%d workers: alias poller on every %.0f s (VQREC_POLL_SECONDS) so a reload reaches every worker",
+            settings.workers,
+            DEFAULT_WORKER_POLL_SECONDS,
+        )
+    os.environ.update(settings_env(settings))
+    uvicorn.run("vqrec.service.main:create_app", factory=True, workers=settings.workers, **common)
+
+
+DEFAULT_WORKER_POLL_SECONDS = 5.0
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """VQREC_* variables that make ``Settings()`` equal ``settings`` (for the worker processes)."""
+    env: dict[str, str] = {}
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        if name in ("api_keys", "admin_keys"):
+            value = json.dumps([k.get_secret_value() for k in value])
+        elif isinstance(value, list):
+            value = json.dumps(value)
+        env[f"VQREC_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
+    return env

@@ -66,6 +66,13 @@ class Settings(BaseSettings):
     poll_seconds: float = Field(
         0.0, ge=0, allow_inf_nan=False, description="seconds between alias polls (0 = off): reload when the alias moves"
     )
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="server processes (vqrec serve --workers): each loads every index; with more than one, "
+        "reloads reach the other workers through the alias poller (poll_seconds, 5 when left at 0)",
+    )
     max_body_bytes: int = Field(
         16 * 1024 * 1024, ge=1, description="largest request body in bytes (larger: 413 before it is read)"
     )

@@ -34,6 +34,15 @@ def serve(
             "request), debug or trace.",
         ),
     ] = "info",
+    workers: Annotated[
+        int,
+        typer.Option(
+            envvar="VQREC_WORKERS",
+            help="Server processes sharing the port (uvicorn workers); each loads every index. With more than one, "
+            "a reload request reaches one worker and the others follow the alias poller (VQREC_POLL_SECONDS, "
+            "5 s when unset), and /metrics counts per worker.",
+        ),
+    ] = 1,
 ) -> None:
     """Serve every index under --index-root over REST (docs at /docs). Other settings: VQREC_* env.
     Logs go to stderr at --log-level (the CLI's own WARNING setting and -v do not apply here)."""
@@ -45,7 +54,7 @@ def serve(
     from vqrec.service.settings import Settings
 
     try:
-        settings = Settings(index_root=index_root, host=host, port=port, log_level=log_level)
+        settings = Settings(index_root=index_root, host=host, port=port, log_level=log_level, workers=workers)
     except ValidationError as e:
         bad = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors())
         raise fail(ValueError(f"invalid settings: {bad}")) from None
