@@ -181,6 +181,11 @@ def test_concurrent_reload_is_409(env, monkeypatch, assert_error):
 
 def test_in_flight_request_finishes_on_its_version(env, monkeypatch, assert_error):
     v0, v1, _ = env.versions
+    # a held query must run in the thread pool (one answered on the event loop would hold the loop: no reload
+    # could start until it ended, so it cannot be overtaken by one at all)
+    from vqrec.service.routes import query
+
+    monkeypatch.setattr(query, "INLINE_MAX_SCAN", -1)
     old = env.client.app.state.registry.indexes["movies"]
     entered, release = hold(monkeypatch, old, "recommend")  # this object only: the candidate is a new one
     out: dict[str, Any] = {}
