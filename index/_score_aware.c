@@ -1,6 +1,7 @@
 /* Score-aware (anisotropic) product-quantization encoding: the C twin of index/score_aware.py.
  *
- * Per vector y (code space, d = M * dsub): start from the given codes (the nearest codewords), then rounds of
+ * Per vector y (code space, d = M * dsub): start from the given codes, or with init from the nearest codewords
+ * (||y_m - C_m[j]||^2 from the table below, where faiss may round a near-tie the other way), then rounds of
  * coordinate descent over the M sub-spaces, each choosing the codeword j of sub-space m that minimizes
  *     ||y_m - C_m[j]||^2 + w * (other + (y_m - C_m[j]) . y_m)^2,   w = (eta - 1) / ||y||^2,
  * where other is the parallel residual r . y of the other sub-spaces. The loss never rises; a round that
@@ -13,7 +14,7 @@
 #include <string.h>
 
 int64_t vqrec_sa_encode(const float *y, int64_t n, int64_t M, int64_t ksub, int64_t dsub, const float *C,
-                        float eta, int64_t rounds, uint8_t *codes) {
+                        float eta, int64_t rounds, int64_t init, uint8_t *codes) {
     const int64_t d = M * dsub, T = M * ksub;
     float *par = malloc(sizeof(float) * T), *sq = malloc(sizeof(float) * T), *e = malloc(sizeof(float) * M);
     float *cn = malloc(sizeof(float) * T);
@@ -45,6 +46,14 @@ int64_t vqrec_sa_encode(const float *y, int64_t n, int64_t M, int64_t ksub, int6
                 sq[m * ksub + j] = yy - 2.f * dot + cn[m * ksub + j];
             }
         }
+        if (init) /* start from the nearest codewords (lowest index on a tie), from the same table */
+            for (int64_t m = 0; m < M; m++) {
+                const float *sm = sq + m * ksub;
+                int64_t best = 0;
+                for (int64_t j = 1; j < ksub; j++)
+                    if (sm[j] < sm[best]) best = j;
+                ci[m] = (uint8_t)best;
+            }
         const float w = (eta - 1.f) / (nn > 1e-30f ? nn : 1e-30f);
         float total = 0.f;
         for (int64_t m = 0; m < M; m++) {

@@ -172,6 +172,8 @@ def build_index(
             "item_vectors": item_vectors,
         },
     )
+    if perm is not None:  # input row perm[j] is row j: evaluation right after the build skips the id lookups
+        index._source_order = (items.ids, perm)
     if partition is not None and tune and nprobe is None:
         index.manifest["search"] = _tune(index, xb, users, target_recall, tune_queries, seed)
     if partition is not None:

@@ -159,15 +159,18 @@ class Codebooks:
 
     def encode_code_space(self, y: NDArray[np.float32]) -> NDArray[np.uint8]:
         """(n, d) vectors already in code space -> (n, M) uint8 codes."""
-        q = self.faiss_quantizer()
         y = np.ascontiguousarray(y, dtype=np.float32)
-        codes = q.compute_codes(y)
-        codes = codes.reshape(len(y), self.M) if self.nbits == 8 else _unpack_bits(codes, self.M, self.nbits)
         if self.score_aware:
-            from .score_aware import encode_score_aware
+            from .score_aware import _c_kernel, encode_score_aware
 
-            codes = encode_score_aware(y, self.centroids, codes, self.score_aware_eta)
-        return codes
+            # the kernel starts from the nearest codewords it finds itself (one table for both steps)
+            start = None if _c_kernel() is not None else self._nearest_codes(y)
+            return encode_score_aware(y, self.centroids, start, self.score_aware_eta)
+        return self._nearest_codes(y)
+
+    def _nearest_codes(self, y: NDArray[np.float32]) -> NDArray[np.uint8]:
+        codes = self.faiss_quantizer().compute_codes(y)
+        return codes.reshape(len(y), self.M) if self.nbits == 8 else _unpack_bits(codes, self.M, self.nbits)
 
     def encode(self, x: NDArray[np.float32]) -> NDArray[np.uint8]:
         """(n, d) input vectors -> (n, M) uint8 codes."""
@@ -314,6 +317,9 @@ def load_npz(p: str) -> dict[str, np.ndarray]:
 
 def _unpack_bits(packed: np.ndarray, M: int, nbits: int) -> NDArray[np.uint8]:
     """faiss's little-endian bit-packed codes (n, ceil(M*nbits/8)) -> (n, M) uint8."""
+    if nbits == 4:  # two codes a byte, the even one in the low nibble
+        packed = np.asarray(packed, dtype=np.uint8)
+        return np.ascontiguousarray(np.stack([packed & 15, packed >> 4], axis=2).reshape(len(packed), -1)[:, :M])
     bits = np.unpackbits(packed, axis=1, bitorder="little")[:, : M * nbits]
     bits = bits.reshape(len(packed), M, nbits)
     weights = (1 << np.arange(nbits)).astype(np.uint16)

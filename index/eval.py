@@ -64,6 +64,9 @@ def index_order(index: CompressedIndex, items: Embeddings) -> NDArray[np.float32
     """``items``' vectors in the index's row order (rows of a partitioned index are stored list by list)."""
     if index.partition is None:
         return items.vectors
+    src = getattr(index, "_source_order", None)
+    if src is not None and src[0] is items.ids:  # the very ids it was built from, in the build's order
+        return np.ascontiguousarray(items.vectors[src[1]])
     rows = np.fromiter((index.row_of(s) for s in items.ids), dtype=np.int64, count=items.n)
     xb = np.empty_like(items.vectors)
     xb[rows] = items.vectors

@@ -3,6 +3,9 @@ that every compressed index is measured against."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import faiss
 import numpy as np
 from numpy.typing import NDArray
@@ -34,7 +37,7 @@ class ExactIndex:
         xq = np.ascontiguousarray(xq, dtype=np.float32)
         if self.metric == "cosine":
             xq = normalize_rows(xq)
-        D, I = self.index.search(xq, k)
+        D, I = _blas_search(self.index, xq, k)
         if self.metric == "l2":
             return -D, I
         if self.keep is not None:
@@ -42,6 +45,34 @@ class ExactIndex:
             I = np.where(valid, self.keep[np.maximum(I, 0)], -1)
             D = np.where(valid, D, -np.inf).astype(np.float32)
         return D, I
+
+
+# faiss (1.15) scans a flat index with its own SIMD loop below 128,000 queries and with BLAS above. Over a
+# large database BLAS is several times faster for the hundreds of queries of an evaluation or a tuning sweep,
+# the 65,536-row blocks of a partition's assignment and k-means' 100,000 points (measured, 256 queries over
+# 1M x 64 on 2 cores: 3.4-4.0 s vs 0.47 s; the same top-100 but for rounding ties). BLAS rounds the last bit
+# differently for different numbers of queries, so it is used from BLAS_MIN_ITEMS database rows on, for any
+# number of queries: below, answers do not depend on how queries are grouped in blocks (bit for bit; tests).
+# Set around these calls only: the global also governs the coarse quantizers of the faiss peers the benches
+# measure.
+BLAS_MIN_ITEMS = 1 << 16
+
+
+@contextlib.contextmanager
+def faiss_blas(on: bool = True) -> Iterator[None]:
+    """Inside this block (when ``on``) faiss's flat scans use BLAS for any number of queries."""
+    old = faiss.cvar.distance_compute_blas_threshold
+    if on:
+        faiss.cvar.distance_compute_blas_threshold = 1
+    try:
+        yield
+    finally:
+        faiss.cvar.distance_compute_blas_threshold = old
+
+
+def _blas_search(index: faiss.Index, xq: NDArray[np.float32], k: int) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+    with faiss_blas(index.ntotal >= BLAS_MIN_ITEMS):
+        return index.search(xq, k)  # type: ignore[no-any-return]
 
 
 def exact_search(

@@ -152,6 +152,8 @@ class CompressedIndex:
             # the packed layout is the only copy held: rows are read back from it on demand (half the bytes)
             self.codes = fastscan.PackedCodes(self._packed, cb.M, self._list_rows)  # type: ignore[assignment]
         self._scans: dict[str, fastscan.ListScan] = {}
+        # (the Embeddings.ids a build reordered, the order): set by build_index, never saved (eval.index_order)
+        self._source_order: tuple[Any, NDArray[np.int64]] | None = None
 
     # ---- per-item score terms (derived when a score first needs them, not stored seven times) ---------
     def _score_terms(self, score: str) -> tuple[NDArray[np.float32] | None, NDArray[np.float32] | None]:

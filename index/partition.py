@@ -29,6 +29,7 @@ from numpy.typing import NDArray
 
 from .codebooks import normalize_rows
 from .errors import ConfigError
+from .exact import BLAS_MIN_ITEMS, faiss_blas
 
 PartitionKind = Literal["sphere", "euclid"]
 PARTITION_KINDS = ("sphere", "euclid")
@@ -133,7 +134,8 @@ def train_partition(
         return normalize_rows(c) if kind == "sphere" else c.astype(np.float32)
     km = faiss.Kmeans(d, nlist, niter=niter, seed=seed, spherical=kind == "sphere", verbose=False)
     km.cp.min_points_per_centroid = 1  # small catalogues: no warning, a few near-empty lists are fine
-    km.train(pts)
+    with faiss_blas(len(pts) >= BLAS_MIN_ITEMS):  # k-means' searches: many points against the centroids
+        km.train(pts)
     return np.ascontiguousarray(km.centroids, dtype=np.float32)
 
 
@@ -144,9 +146,10 @@ def assign(y: NDArray[np.float32], centroids: NDArray[np.float32], kind: Partiti
     q.add(centroids)
     out = np.empty(len(y), np.int64)
     step = 1 << 16
-    for i0 in range(0, len(y), step):
-        _, a = q.search(_points(y[i0 : i0 + step], kind), 1)
-        out[i0 : i0 + step] = a[:, 0]
+    with faiss_blas(len(y) >= BLAS_MIN_ITEMS):
+        for i0 in range(0, len(y), step):
+            _, a = q.search(_points(y[i0 : i0 + step], kind), 1)
+            out[i0 : i0 + step] = a[:, 0]
     return out
 
 

@@ -34,30 +34,32 @@ def _c_kernel():  # type: ignore[no-untyped-def]
     if f is not None and f.argtypes is None:
         p, i64 = ctypes.c_void_p, ctypes.c_int64
         f.restype = i64
-        f.argtypes = [p, i64, i64, i64, i64, p, ctypes.c_float, i64, p]
+        f.argtypes = [p, i64, i64, i64, i64, p, ctypes.c_float, i64, i64, p]
     return f
 
 
 def encode_score_aware(
     y: NDArray[np.float32],
     centroids: NDArray[np.float32],
-    codes: NDArray[np.uint8],
+    codes: NDArray[np.uint8] | None,
     eta: float,
     *,
     impl: str = "auto",
     threads: int | None = None,
 ) -> NDArray[np.uint8]:
     """Codes of the (n, d) code-space vectors ``y`` under the score-aware loss with weight ``eta`` on the
-    parallel residual; ``codes`` (n, M) are the nearest-codeword codes to start from (not modified).
+    parallel residual; ``codes`` (n, M) are the nearest-codeword codes to start from (not modified; None: the
+    kernel finds them itself, which needs the kernel).
     ``impl``: "auto" (the C kernel index/_score_aware.c when built, on ``threads`` threads), "c", "numpy"."""
     M, ksub, dsub = centroids.shape
     n = len(y)
-    out = np.array(codes, dtype=np.uint8, copy=True, order="C")
-    if n == 0 or eta == 1.0:
-        return out
     kernel = _c_kernel() if impl in ("auto", "c") else None
-    if kernel is None and impl == "c":
+    if kernel is None and (impl == "c" or codes is None):
         raise RuntimeError("the C kernel (index/_score_aware.c) is not built")
+    init = codes is None
+    out = np.zeros((n, M), np.uint8) if codes is None else np.array(codes, dtype=np.uint8, copy=True, order="C")
+    if n == 0 or (eta == 1.0 and not init):
+        return out
     if kernel is not None:
         from .adc import run_chunks
 
@@ -65,7 +67,8 @@ def encode_score_aware(
         C = np.ascontiguousarray(centroids, dtype=np.float32)
 
         def run(a: int, b: int) -> None:
-            kernel(y[a:b].ctypes.data, b - a, M, ksub, dsub, C.ctypes.data, eta, ROUNDS, out[a:b].ctypes.data)
+            rounds = ROUNDS if eta != 1.0 else 0
+            kernel(y[a:b].ctypes.data, b - a, M, ksub, dsub, C.ctypes.data, eta, rounds, init, out[a:b].ctypes.data)
 
         run_chunks(n, threads, run)
         return out

@@ -33,7 +33,7 @@ from vqrec.index.embeddings import Embeddings
 from vqrec.index.progress import progress
 
 from .config import TrainConfig
-from .quantizers import attach_report, check_inputs, fit, report_queries, training_sample
+from .fitting import attach_report, check_inputs, fit, report_queries, training_sample
 from .report import training_report
 
 AUTO_SCORE_AWARE = 0.3  # ScaNN's threshold for auto's score-aware candidates (unless the config sets one)

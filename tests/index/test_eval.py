@@ -45,3 +45,27 @@ def test_recall_matches_a_direct_oracle_computation(trained, recsys) -> None:
     want = np.mean([len(f & set(t)) / 10 for f, t in zip(found, truth.tolist(), strict=True)])
     assert rep["user_to_item"]["recall@10"] == round(float(want), 4)
     assert rep["nq"] == len(recsys.xq)  # nq larger than the users: every user once
+
+
+@pytest.mark.parametrize("metric", ["ip", "cosine", "l2"])
+def test_exact_search_over_a_large_database_uses_blas_and_matches_brute_force(metric) -> None:
+    """From BLAS_MIN_ITEMS rows on, exact search runs faiss's BLAS path (several times faster for hundreds of
+    queries); its answer is the float64 brute-force top-k (ids; scores to float32 rounding), and the global
+    faiss setting is restored after."""
+    import faiss
+
+    from vqrec.index.exact import BLAS_MIN_ITEMS
+
+    rng = np.random.default_rng(5)
+    xb = rng.standard_normal((BLAS_MIN_ITEMS, 16)).astype(np.float32)
+    xq = rng.standard_normal((40, 16)).astype(np.float32)
+    before = faiss.cvar.distance_compute_blas_threshold
+    D, I = exact_search(xb, xq, 10, metric)
+    assert faiss.cvar.distance_compute_blas_threshold == before
+    b, q = xb.astype(np.float64), xq.astype(np.float64)
+    if metric == "cosine":
+        b, q = b / np.linalg.norm(b, axis=1, keepdims=True), q / np.linalg.norm(q, axis=1, keepdims=True)
+    s = -((q[:, None, :] - b[None]) ** 2).sum(-1) if metric == "l2" else q @ b.T
+    want = np.argsort(-s, axis=1, kind="stable")[:, :10]
+    assert np.mean(I == want) >= 0.99  # a near-tie may swap two neighbours
+    np.testing.assert_allclose(D, np.take_along_axis(s, I, 1), rtol=1e-4, atol=1e-4)

@@ -86,7 +86,12 @@ def test_c_kernel_agrees_with_the_numpy_reference(recsys, nbits):
     for threads in (1, 2):
         got = encode_score_aware(y, cb.centroids, plain, 5.7, impl="c", threads=threads)
         assert np.mean(np.all(got == ref, axis=1)) >= 0.999
+        # without start codes the kernel finds the nearest codewords itself (what Codebooks.encode uses)
+        own = encode_score_aware(y, cb.centroids, None, 5.7, impl="c", threads=threads)
+        assert np.mean(np.all(own == ref, axis=1)) >= 0.999
     assert not np.array_equal(ref, plain)
+    nearest = encode_score_aware(y, cb.centroids, None, 1.0, impl="c")
+    assert np.mean(np.all(nearest == plain, axis=1)) >= 0.999
 
 
 def _fields(cb: Codebooks) -> dict:

@@ -1,0 +1,208 @@
+"""PQ, OPQ and RQ trainers on faiss (k-means, OPQMatrix, ResidualQuantizer with beam search), and the steps
+of a training run: the sample (``training_sample``), the fit (``fit``) and the report (``attach_report``).
+
+Each trainer returns index.Codebooks; ``quantizers.train`` runs the steps for one method, ``auto.train_auto``
+for every candidate. Deterministic given cfg.seed on
+a given machine (faiss k-means is seeded; the training sample is drawn with numpy's Generator).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import faiss
+import numpy as np
+from numpy.typing import NDArray
+
+from vqrec.index.codebooks import Codebooks, normalize_rows
+from vqrec.index.embeddings import Embeddings
+from vqrec.index.errors import InputError
+from vqrec.index.progress import progress
+
+from .config import TrainConfig
+
+logger = logging.getLogger(__name__)
+
+
+def _kmeans(x: NDArray[np.float32], ksub: int, cfg: TrainConfig, seed: int) -> NDArray[np.float32]:
+    km = faiss.Kmeans(
+        x.shape[1],
+        ksub,
+        niter=cfg.niter,
+        seed=seed,
+        verbose=False,
+        min_points_per_centroid=1,
+        max_points_per_centroid=1 << 30,
+    )
+    km.train(np.ascontiguousarray(x))
+    return km.centroids.astype(np.float32)
+
+
+def train_pq(xt: NDArray[np.float32], cfg: TrainConfig, *, show_progress: bool = True) -> Codebooks:
+    """M independent k-means (faiss) on the dsub-dim slices: centroids (M, ksub, dsub)."""
+    n, d = xt.shape
+    dsub = d // cfg.M
+    cents = np.empty((cfg.M, cfg.ksub, dsub), np.float32)
+    for m in _iter(cfg.M, "train pq", show_progress):
+        cents[m] = _kmeans(xt[:, m * dsub : (m + 1) * dsub], cfg.ksub, cfg, cfg.seed + m)
+    return Codebooks(kind="pq", metric=cfg.metric, d=d, M=cfg.M, nbits=cfg.nbits, centroids=cents)
+
+
+def _iter(total: int, desc: str, show: bool):  # type: ignore[no-untyped-def]
+    bar = progress(total=total, desc=desc, unit="step", disable=not show)
+    with bar:
+        for i in range(total):
+            yield i
+            bar.update(1)
+
+
+def train_opq(xt: NDArray[np.float32], cfg: TrainConfig, *, show_progress: bool = True) -> Codebooks:
+    """faiss OPQMatrix learns an orthogonal rotation R; then PQ on the rotated sample."""
+    n, d = xt.shape
+    with progress(total=1, desc="train opq rotation", disable=not show_progress) as bar:
+        opq = faiss.OPQMatrix(d, cfg.M)
+        opq.niter = cfg.opq_niter
+        opq.verbose = False
+        # the PQ that OPQ alternates with: ours, so it has our nbits, our seed, and no k-means warning spam
+        inner = faiss.ProductQuantizer(d, cfg.M, cfg.nbits)
+        inner.cp.seed = cfg.seed
+        inner.cp.min_points_per_centroid = 1
+        inner.cp.max_points_per_centroid = 1 << 30
+        opq.pq = inner
+        opq.train(np.ascontiguousarray(xt))
+        bar.update(1)
+    R = faiss.vector_to_array(opq.A).reshape(d, d).astype(np.float32)
+    pq = train_pq(np.ascontiguousarray(xt @ R.T), cfg, show_progress=show_progress)
+    return Codebooks(kind="opq", metric=cfg.metric, d=d, M=cfg.M, nbits=cfg.nbits, centroids=pq.centroids, rotation=R)
+
+
+def train_rq(xt: NDArray[np.float32], cfg: TrainConfig, *, show_progress: bool = True) -> Codebooks:
+    """faiss ResidualQuantizer: M stages of ksub codewords in the full space, beam-search encoding."""
+    n, d = xt.shape
+    with progress(total=1, desc=f"train rq ({cfg.M} stages, beam {cfg.beam_size})", disable=not show_progress) as bar:
+        rq = faiss.ResidualQuantizer(d, cfg.M, cfg.nbits)
+        rq.max_beam_size = cfg.beam_size
+        rq.cp.seed = cfg.seed
+        rq.cp.niter = cfg.niter
+        rq.cp.min_points_per_centroid = 1
+        rq.cp.max_points_per_centroid = 1 << 30
+        rq.verbose = False
+        rq.train(np.ascontiguousarray(xt))
+        bar.update(1)
+    cents = faiss.vector_to_array(rq.codebooks).reshape(cfg.M, cfg.ksub, d).astype(np.float32)
+    return Codebooks(
+        kind="rq", metric=cfg.metric, d=d, M=cfg.M, nbits=cfg.nbits, centroids=cents, beam_size=cfg.beam_size
+    )
+
+
+TRAINERS = {"pq": train_pq, "opq": train_opq, "rq": train_rq}
+
+
+def training_sample(
+    emb: Embeddings, cfg: TrainConfig, *, has_queries: bool, extra_held: int = 0
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """(train rows, held-out query rows), drawn with cfg.seed.
+
+    With a separate query file (users) every item may train. Otherwise items are held out of
+    training as report queries only when enough remain for k-means (39 per centroid); on a small
+    catalogue all items train and the report says its queries were not held out. ``extra_held``
+    more items are held out after the report's (``train auto`` chooses its candidate on them); the
+    first ``cfg.eval_queries`` held rows are the report's.
+    """
+    n = emb.n
+    rng = np.random.default_rng(cfg.seed)
+    perm = rng.permutation(n)
+    nq = min(cfg.eval_queries + extra_held, n)
+    held = perm[:nq]
+    if not has_queries and n - nq >= 39 * cfg.ksub:
+        rest = perm[nq:]
+    else:
+        rest = perm
+    train_rows = np.sort(rest[: cfg.max_train_points])
+    report_rows = np.sort(held[: cfg.eval_queries])
+    if extra_held:
+        return train_rows.astype(np.int64), np.concatenate([report_rows, np.sort(held[cfg.eval_queries :])])
+    return train_rows.astype(np.int64), report_rows.astype(np.int64)
+
+
+def fit(
+    emb: Embeddings, cfg: TrainConfig, train_rows: NDArray[np.int64], *, show_progress: bool = True, warn: bool = True
+) -> Codebooks:
+    """Codebooks of cfg.method trained on ``emb.vectors[train_rows]`` (no report); ``cb.report`` holds
+    only ``n_train`` and ``train_seconds`` until ``attach_report``."""
+    nt = len(train_rows)
+    if nt < cfg.ksub:
+        raise InputError(
+            f"{emb.source}: {nt} training vectors for {cfg.ksub} codewords per codebook "
+            f"(nbits={cfg.nbits}); need at least {cfg.ksub}. Lower nbits or add data."
+        )
+    if nt < 39 * cfg.ksub and warn:
+        logger.warning(
+            "%d training vectors for %d codewords: k-means wants >= %d (39 per centroid); codebooks may overfit",
+            nt,
+            cfg.ksub,
+            39 * cfg.ksub,
+        )
+    xt = emb.vectors[train_rows]
+    if cfg.metric == "cosine" or cfg.norm_explicit:
+        xt = normalize_rows(xt)
+        xt = xt[xt.any(axis=1)]
+        if len(xt) < cfg.ksub:
+            raise InputError(f"{emb.source}: only {len(xt)} non-zero training vectors for {cfg.ksub} codewords.")
+    t0 = time.perf_counter()
+    cb = TRAINERS[cfg.method](np.ascontiguousarray(xt), cfg, show_progress=show_progress)
+    cb.norm_explicit = cfg.norm_explicit
+    cb.score_aware = float(cfg.score_aware)
+    cb.config = cfg.to_dict()
+    cb.report = {"n_train": int(nt), "train_seconds": time.perf_counter() - t0}
+    return cb
+
+
+def report_queries(
+    emb: Embeddings,
+    cfg: TrainConfig,
+    queries: Embeddings | None,
+    held: NDArray[np.int64],
+    train_rows: NDArray[np.int64],
+) -> tuple[NDArray[np.float32], str, bool]:
+    """The training report's queries: ``cfg.eval_queries`` rows of the query file drawn with the seed,
+    else the held-out items. (vectors, where from, held out of training)."""
+    if queries is not None:
+        rows = np.random.default_rng(cfg.seed).permutation(queries.n)[: cfg.eval_queries]
+        return queries.vectors[np.sort(rows)], "queries file", True
+    held = held[: cfg.eval_queries]
+    return emb.vectors[held], "items", bool(len(np.intersect1d(held, train_rows)) == 0)
+
+
+def attach_report(
+    cb: Codebooks,
+    emb: Embeddings,
+    cfg: TrainConfig,
+    *,
+    xq: NDArray[np.float32],
+    queries_source: str,
+    held_out: bool,
+    show_progress: bool = True,
+) -> Codebooks:
+    """Replace ``cb.report`` (from ``fit``) by the full training report on queries ``xq``."""
+    from .report import training_report
+
+    cb.report = training_report(
+        cb,
+        emb,
+        cfg,
+        xq=xq,
+        n_train=cb.report["n_train"],
+        queries_source=queries_source,
+        held_out=held_out,
+        train_seconds=cb.report["train_seconds"],
+        show_progress=show_progress,
+    )
+    return cb
+
+
+def check_inputs(emb: Embeddings, cfg: TrainConfig, queries: Embeddings | None) -> None:
+    cfg.check_dim(emb.d)
+    if queries is not None and queries.d != emb.d:
+        raise InputError(f"{queries.source}: query dimension ({queries.d}) does not match the items ({emb.d}).")
