@@ -34,7 +34,6 @@ from vqrec.index.progress import progress
 
 from .config import TrainConfig
 from .fitting import attach_report, check_inputs, fit, report_queries, training_sample
-from .report import training_report
 
 AUTO_SCORE_AWARE = 0.3  # ScaNN's threshold for auto's score-aware candidates (unless the config sets one)
 
@@ -114,17 +113,10 @@ def train_auto(
                 cb.config, cb.report = c.to_dict(), dict(trained[-1].report)
             else:
                 cb = fit(db, c, sel_train, show_progress=False, warn=i == 0)
-            rep = training_report(
-                cb,
-                db,
-                dataclasses.replace(c, eval_max_items=max(c.eval_max_items, db.n)),
-                xq=xsel,
-                n_train=cb.report["n_train"],
-                queries_source=sel_from,
-                held_out=disjoint,
-                train_seconds=cb.report["train_seconds"],
-                show_progress=False,
-            )
+            every_item = dataclasses.replace(c, eval_max_items=max(c.eval_max_items, db.n))
+            rep = attach_report(
+                cb, db, every_item, xq=xsel, queries_source=sel_from, held_out=disjoint, show_progress=False
+            ).report
             rows.append(
                 {
                     "candidate": _label(c),
