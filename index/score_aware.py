@@ -68,7 +68,10 @@ def encode_score_aware(
 
         def run(a: int, b: int) -> None:
             rounds = ROUNDS if eta != 1.0 else 0
-            kernel(y[a:b].ctypes.data, b - a, M, ksub, dsub, C.ctypes.data, eta, rounds, init, out[a:b].ctypes.data)
+            dst = out[a:b].ctypes.data
+            got = kernel(y[a:b].ctypes.data, b - a, M, ksub, dsub, C.ctypes.data, eta, rounds, init, dst)
+            if got < 0:  # its (M, ksub) tables could not be allocated: no code was written
+                raise MemoryError(f"score-aware encoding: no memory for {M} x {ksub} tables")
 
         run_chunks(n, threads, run)
         return out
