@@ -39,6 +39,13 @@ def _kmeans(x: NDArray[np.float32], ksub: int, cfg: TrainConfig, seed: int) -> N
     return km.centroids.astype(np.float32)
 
 
+def _every_point(cp: faiss.ClusteringParameters, seed: int) -> None:
+    """faiss clustering parameters as ours: seeded, every training point used, no small-sample warning."""
+    cp.seed = seed
+    cp.min_points_per_centroid = 1
+    cp.max_points_per_centroid = 1 << 30
+
+
 def train_pq(xt: NDArray[np.float32], cfg: TrainConfig, *, show_progress: bool = True) -> Codebooks:
     """M independent k-means (faiss) on the dsub-dim slices: centroids (M, ksub, dsub)."""
     n, d = xt.shape
@@ -66,9 +73,7 @@ def train_opq(xt: NDArray[np.float32], cfg: TrainConfig, *, show_progress: bool 
         opq.verbose = False
         # the PQ that OPQ alternates with: ours, so it has our nbits, our seed, and no k-means warning spam
         inner = faiss.ProductQuantizer(d, cfg.M, cfg.nbits)
-        inner.cp.seed = cfg.seed
-        inner.cp.min_points_per_centroid = 1
-        inner.cp.max_points_per_centroid = 1 << 30
+        _every_point(inner.cp, cfg.seed)
         opq.pq = inner
         opq.train(np.ascontiguousarray(xt))
         bar.update(1)
@@ -83,10 +88,8 @@ def train_rq(xt: NDArray[np.float32], cfg: TrainConfig, *, show_progress: bool =
     with progress(total=1, desc=f"train rq ({cfg.M} stages, beam {cfg.beam_size})", disable=not show_progress) as bar:
         rq = faiss.ResidualQuantizer(d, cfg.M, cfg.nbits)
         rq.max_beam_size = cfg.beam_size
-        rq.cp.seed = cfg.seed
+        _every_point(rq.cp, cfg.seed)
         rq.cp.niter = cfg.niter
-        rq.cp.min_points_per_centroid = 1
-        rq.cp.max_points_per_centroid = 1 << 30
         rq.verbose = False
         rq.train(np.ascontiguousarray(xt))
         bar.update(1)
