@@ -376,15 +376,17 @@ static inline float half_to_float(uint16_t h) {
     return f;
 }
 
-/* the coarse keys dot(y, c_l) of every list; ct is the (d, nlist) transposed centroid table in float16 (half
- * the bytes to stream per query; keys only order lists). Summed over j in order with fused multiply-adds
- * (fmaf is correctly rounded), so both paths give the same bits. */
+/* the coarse keys dot(y, c_l) of every list. ct holds the centroids in float16 (half the bytes to stream per
+ * query; keys only order lists) in blocks of CT_BLOCK lists: block g is (d, CT_BLOCK), lists past nlist zero, so
+ * a query streams the table once, in order. Summed over j in order with fused multiply-adds (fmaf is correctly
+ * rounded), so both paths give the same bits. */
+#define CT_BLOCK 64
 static void coarse_scalar(const float *y, int64_t d, const uint16_t *ct, int64_t nlist, float *keys) {
-    for (int64_t l = 0; l < nlist; l++) keys[l] = 0.f;
-    for (int64_t j = 0; j < d; j++) {
-        const float yj = y[j];
-        const uint16_t *row = ct + j * nlist;
-        for (int64_t l = 0; l < nlist; l++) keys[l] = fmaf(yj, half_to_float(row[l]), keys[l]);
+    for (int64_t l = 0; l < nlist; l++) {
+        const uint16_t *col = ct + (l / CT_BLOCK) * d * CT_BLOCK + l % CT_BLOCK;
+        float s = 0.f;
+        for (int64_t j = 0; j < d; j++) s = fmaf(y[j], half_to_float(col[j * CT_BLOCK]), s);
+        keys[l] = s;
     }
 }
 
@@ -392,32 +394,23 @@ static void coarse_scalar(const float *y, int64_t d, const uint16_t *ct, int64_t
 #define LOADH(p) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p)))
 __attribute__((target("avx2,fma,f16c"))) static void coarse_avx2(const float *y, int64_t d, const uint16_t *ct,
                                                                   int64_t nlist, float *keys) {
-    int64_t l = 0;
-    /* four independent sums in flight: one chain of dependent adds would wait on its latency */
-    for (; l + 32 <= nlist; l += 32) {
-        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    for (int64_t l = 0; l < nlist; l += CT_BLOCK) {
+        const uint16_t *blk = ct + (l / CT_BLOCK) * d * CT_BLOCK;
+        /* eight independent sums in flight: fewer would wait on the multiply-add's latency */
+        __m256 a[8];
+        for (int g = 0; g < 8; g++) a[g] = _mm256_setzero_ps();
         for (int64_t j = 0; j < d; j++) {
             const __m256 yj = _mm256_set1_ps(y[j]);
-            const uint16_t *row = ct + j * nlist + l;
-            a0 = _mm256_fmadd_ps(yj, LOADH(row), a0);
-            a1 = _mm256_fmadd_ps(yj, LOADH(row + 8), a1);
-            a2 = _mm256_fmadd_ps(yj, LOADH(row + 16), a2);
-            a3 = _mm256_fmadd_ps(yj, LOADH(row + 24), a3);
+            const uint16_t *row = blk + j * CT_BLOCK;
+            for (int g = 0; g < 8; g++) a[g] = _mm256_fmadd_ps(yj, LOADH(row + 8 * g), a[g]);
         }
-        _mm256_storeu_ps(keys + l, a0);
-        _mm256_storeu_ps(keys + l + 8, a1);
-        _mm256_storeu_ps(keys + l + 16, a2);
-        _mm256_storeu_ps(keys + l + 24, a3);
-    }
-    for (; l + 8 <= nlist; l += 8) {
-        __m256 acc = _mm256_setzero_ps();
-        for (int64_t j = 0; j < d; j++) acc = _mm256_fmadd_ps(_mm256_set1_ps(y[j]), LOADH(ct + j * nlist + l), acc);
-        _mm256_storeu_ps(keys + l, acc);
-    }
-    for (; l < nlist; l++) {
-        float s = 0.f;
-        for (int64_t j = 0; j < d; j++) s = fmaf(y[j], half_to_float(ct[j * nlist + l]), s);
-        keys[l] = s;
+        if (l + CT_BLOCK <= nlist) {
+            for (int g = 0; g < 8; g++) _mm256_storeu_ps(keys + l + 8 * g, a[g]);
+        } else {
+            float tmp[CT_BLOCK];
+            for (int g = 0; g < 8; g++) _mm256_storeu_ps(tmp + 8 * g, a[g]);
+            memcpy(keys + l, tmp, sizeof(float) * (size_t)(nlist - l));
+        }
     }
 }
 #endif
@@ -570,7 +563,7 @@ typedef struct {
     const uint8_t *packed; /* 4-bit layout, or NULL */
     const uint8_t *codes;  /* (n, M) one code per byte in row order, used when packed is NULL */
     const int64_t *list_rows, *list_blocks;
-    const uint16_t *ct;         /* (d, nlist) float16 centroids */
+    const uint16_t *ct;         /* float16 centroids in blocks of CT_BLOCK lists (coarse_scalar) */
     const float *w, *b;         /* key weights and offsets (may be NULL) */
     const float *scale, *add;   /* per-row score terms (may be NULL) */
     const float *lutmat;        /* (M, lut_dt, ksub): the lookup table of a vector is computed here */
@@ -721,13 +714,47 @@ int64_t vqrec_lists_search_rr(const vqrec_lists_t *L, int64_t nq, const float *l
     return rc;
 }
 
+static inline int64_t id_off(const void *off, int off32, int64_t i);
+
 /* One query through a workspace: ws[0..3] = nprobe, kcand, k, impl; ws[4..9] = addresses of the lut, y, alpha,
  * D, I and scanned arrays (fixed when the workspace is made; lut and alpha 0 for a vector query); ws[10..12] = the
- * re-rank query's address (input space), rerank, mode. Two arguments: the cheapest call from Python. */
-int64_t vqrec_lists_search_ws(const vqrec_lists_t *L, const int64_t *ws) {
-    return vqrec_lists_search_rr(L, 1, (const float *)ws[4], (const float *)ws[5], (const float *)ws[6], ws[0], NULL,
-                                 ws[1], ws[2], (float *)ws[7], (int64_t *)ws[8], (int64_t *)ws[9], (int)ws[3],
-                                 (const float *)ws[10], ws[11], ws[12]);
+ * re-rank query's address (input space), rerank, mode. ws[13..17]: the answer's ids written out, when ws[13] (an
+ * id blob, see the id map below) is set: offsets, off32 | strip << 1, the output buffer and its room in bytes.
+ * Out: ws[18] = results (I's rows >= 0, a prefix), ws[19] = bytes written (the ids joined by newlines), or -1 when
+ * they do not fit. Two arguments: the cheapest call from Python. Returns 0; -1 when out of memory; -2 when y holds
+ * NaN or inf or its squared norm overflows float32 (checked here: the latency path's query check). */
+int64_t vqrec_lists_search_ws(const vqrec_lists_t *L, int64_t *ws) {
+    const float *y = (const float *)ws[5];
+    double yy = 0.;
+    for (int64_t j = 0; j < L->d; j++) yy += (double)y[j] * y[j];
+    if (!(yy <= 3.4028234663852886e38)) return -2; /* NaN, inf, or |y|^2 beyond float32: nothing searched */
+    int64_t rc = vqrec_lists_search_rr(L, 1, (const float *)ws[4], (const float *)ws[5], (const float *)ws[6], ws[0],
+                                       NULL, ws[1], ws[2], (float *)ws[7], (int64_t *)ws[8], (int64_t *)ws[9],
+                                       (int)ws[3], (const float *)ws[10], ws[11], ws[12]);
+    if (rc) return rc;
+    const int64_t *I = (const int64_t *)ws[8];
+    int64_t n = 0;
+    while (n < ws[2] && I[n] >= 0) n++;
+    ws[18] = n;
+    ws[19] = 0;
+    if (!ws[13]) return 0;
+    const uint8_t *blob = (const uint8_t *)ws[13];
+    const void *off = (const void *)ws[14];
+    int off32 = (int)(ws[15] & 1), strip = (int)(ws[15] >> 1);
+    uint8_t *out = (uint8_t *)ws[16];
+    int64_t room = ws[17], w = 0;
+    for (int64_t j = 0; j < n; j++) {
+        int64_t a = id_off(off, off32, I[j]), len = id_off(off, off32, I[j] + 1) - strip - a;
+        if (w + len + 1 > room) {
+            ws[19] = -1;
+            return 0;
+        }
+        if (j) out[w++] = '\n';
+        memcpy(out + w, blob + a, (size_t)len);
+        w += len;
+    }
+    ws[19] = w;
+    return 0;
 }
 
 /* ---- compact id map: ids as one UTF-8 blob + offsets, found through an open-addressing table of rows ---- */

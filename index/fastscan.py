@@ -16,12 +16,13 @@ from __future__ import annotations
 import ctypes
 import functools
 import threading
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
 
 from .adc import _KERNEL, TopK, _ptr, run_chunks
+from .errors import NonFiniteError
 from .fastscan_ref import (  # noqa: F401 (re-exported: the references sit beside what they check)
     BLOCK,
     _exact8_ref,
@@ -252,6 +253,21 @@ if _BOUND:
     _g.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
 
 
+CT_BLOCK = 64  # lists per block of the kernel's centroid table (_fastscan.c)
+
+
+def coarse_blocks(centroids_t: NDArray[np.float16]) -> NDArray[np.float16]:
+    """The kernel's centroid table: (d, nlist) float16 as (ceil(nlist / CT_BLOCK), d, CT_BLOCK) blocks, the lists
+    past nlist zero, so one query streams it in order."""
+    d, nlist = centroids_t.shape
+    nb = -(-nlist // CT_BLOCK)
+    out = np.zeros((nb, d, CT_BLOCK), np.float16)
+    padded = np.zeros((d, nb * CT_BLOCK), np.float16)
+    padded[:, :nlist] = centroids_t
+    out[:] = padded.reshape(d, nb, CT_BLOCK).transpose(1, 0, 2)
+    return out
+
+
 class ListScan:
     """The partitioned search of one index under one score: the index's arrays, held (and their addresses
     computed) once, so a query pays for its own arrays only.
@@ -286,6 +302,7 @@ class ListScan:
         # float16 in the kernel: half the bytes streamed per query (keys only order the lists)
         self.centroids_t = np.ascontiguousarray(centroids_t, dtype=np.float16)
         self.d, self.nlist = self.centroids_t.shape
+        self._ct_blocks = coarse_blocks(self.centroids_t)
         self.w, self.b = _contig(w, np.float32), _contig(b, np.float32)
         # per-row terms padded by a block: the kernel reads a list's last block whole (an array that already
         # has the padding is used in place)
@@ -305,19 +322,28 @@ class ListScan:
         self._struct = _Lists(
             M, ksub, self.nlist, self.d,
             *(_ptr(a) for a in (self.packed, None if packed is not None else self.codes, self.list_rows,
-                                self.list_blocks, self.centroids_t, self.w, self.b, self.scale, self.add,
+                                self.list_blocks, self._ct_blocks, self.w, self.b, self.scale, self.add,
                                 self.lutmat)),
             0 if lutmat is None else lutmat.shape[1], lut_ystep,
             _ptr(self.vectors), 0 if self.vectors is None else _VEC_TYPES[self.vectors.dtype], _ptr(self.vector_scale),
         )  # fmt: skip
         self._addr = ctypes.addressof(self._struct)
         self._local = threading.local()
+        self._ids: Any = None
+        self._id_view: tuple[int, int, int, int] | None = None
 
     def _workspace(self, k: int) -> _Workspace:
         ws = getattr(self._local, "ws", None)
         if ws is None or ws.k != k:
-            ws = self._local.ws = _Workspace(self.M, self.ksub, self.d, k)
+            ws = self._local.ws = _Workspace(self.M, self.ksub, self.d, k, self._id_view)
         return ws
+
+    def set_ids(self, ids: Any) -> None:
+        """The item ids (an ``IdList`` in row order): ``search_one`` then returns the answer's ids, written by the
+        kernel in the same call."""
+        view = ids.kernel_view() if _BOUND else None
+        self._ids, self._id_view = ids, view
+        self._local = threading.local()  # workspaces made before lack the id buffer
 
     @property
     def rerank_available(self) -> bool:
@@ -350,25 +376,25 @@ class ListScan:
         """One query through this thread's workspace (inputs copied to known addresses, one two-argument kernel
         call); the answer is left in the workspace's D / I / scanned."""
         ws = self._workspace(k)
-        h = ws.head
-        ws.y[0] = y.reshape(-1)
-        if lut is None:
-            h[4] = 0
-        else:
+        ws.y[:] = y  # (d,) or (1, d)
+        if lut is not None:
             ws.lut[0] = lut.reshape(ws.lut.shape[1:])
-            h[4] = ws.p_lut
-        if alpha is None:
-            h[6] = 0
-        else:
+        if alpha is not None:
             ws.alpha[0] = alpha
-            h[6] = ws.p_alpha
-        h[0], h[1], h[3] = nprobe, kcand, code
         if rerank:
-            ws.xr[0] = xr.reshape(-1)  # type: ignore[union-attr]
+            ws.xr[:] = xr
+        key = (lut is None, alpha is None, nprobe, kcand, code, rerank, mode)
+        if key != ws.key:  # the header changes only with the settings (numpy scalar writes cost ~0.1 us each)
+            h = ws.head
+            h[0], h[1], h[3] = nprobe, kcand, code
+            h[4] = 0 if lut is None else ws.p_lut
+            h[6] = 0 if alpha is None else ws.p_alpha
             h[10], h[11], h[12] = ws.p_xr, rerank, RERANK_MODES[mode]
-        else:
-            h[11] = 0
-        if _KERNEL.vqrec_lists_search_ws(self._addr, ws.p_head):  # type: ignore[union-attr]
+            ws.key = key
+        rc = _KERNEL.vqrec_lists_search_ws(self._addr, ws.p_head)  # type: ignore[union-attr]
+        if rc == -2:
+            raise NonFiniteError("Query vector contains NaN or inf, or its squared norm overflows float32.")
+        if rc:
             raise MemoryError("partitioned search: out of memory")
         return ws
 
@@ -383,22 +409,26 @@ class ListScan:
         rerank: int = 0,
         xr: NDArray[np.float32] | None = None,
         mode: str = "ip",
-    ) -> tuple[list[int], list[float]]:
-        """One vector query (the table made in the kernel) -> (rows, scores) best first, without padding: the
-        latency path of ``search`` with no arrays made per call besides the answer lists."""
+    ) -> tuple[list[int], list[float], list[str] | None]:
+        """One vector query (the table made in the kernel) -> (rows, scores, ids) best first, without padding: the
+        latency path of ``search`` with no arrays made per call besides the answer lists. ``ids`` is None unless
+        ``set_ids`` was called (and the kernel is built)."""
         if not _BOUND or (rerank and not self.rerank_available):
             a = None if alpha is None else np.array([alpha], np.float32)
             top, _ = self.search(None, y.reshape(1, -1), a, nprobe=nprobe, k=k, kcand=kcand, rerank=rerank,
                                  xr=None if xr is None else xr.reshape(1, -1), mode=mode)  # fmt: skip
             rows, scores = top.I[0].tolist(), top.D[0].tolist()
-        else:
-            ws = self._run_workspace(None, y, alpha, min(max(1, nprobe), self.nlist), max(kcand, k), k, 0, rerank,
-                                     xr, mode)  # fmt: skip
-            rows, scores = ws.I[0].tolist(), ws.D[0].tolist()
-        n = len(rows)
-        while n and rows[n - 1] < 0:
-            n -= 1
-        return rows[:n], scores[:n]
+            n = len(rows)
+            while n and rows[n - 1] < 0:
+                n -= 1
+            return rows[:n], scores[:n], None
+        ws = self._run_workspace(None, y, alpha, min(max(1, nprobe), self.nlist), max(kcand, k), k, 0, rerank, xr,
+                                 mode)  # fmt: skip
+        n, nb = ws.out.tolist()
+        rows, scores = ws.I0.tolist()[:n], ws.D0.tolist()[:n]
+        if self._id_view is None or nb < 0:
+            return rows, scores, None
+        return rows, scores, (str(ws.ids[:nb], "utf-8").split("\n") if n else [])
 
     def search(
         self,
@@ -475,20 +505,31 @@ class ListScan:
 
 
 class _Workspace:
-    """One query's input and output arrays in one buffer, with their addresses computed once."""
+    """One query's input and output arrays in one buffer, with their addresses computed once; ``id_room`` bytes
+    for the answer's ids (``ids``: the id map's kernel view, or None)."""
 
-    def __init__(self, M: int, ksub: int, d: int, k: int) -> None:
-        sizes = [104, M * ksub * 4, d * 4, 8, k * 4, k * 8, 8, d * 4]
+    def __init__(self, M: int, ksub: int, d: int, k: int, ids: tuple[int, int, int, int] | None = None) -> None:
+        id_room = 0 if ids is None else k * (ids[3] + 1)
+        sizes = [160, M * ksub * 4, d * 4, 8, k * 4, k * 8, 8, d * 4, id_room]
         offs = np.concatenate([[0], np.cumsum([(s + 63) // 64 * 64 for s in sizes])]).astype(int)
         self.k = k
+        self.key: tuple | None = None  # the settings the header holds
         self.buf = np.zeros(int(offs[-1]), np.uint8)
         base = _ptr(self.buf)
-        self.head = self.buf[: sizes[0]].view(np.int64)  # nprobe, kcand, k, impl, six addresses, xr, rerank, mode
+        # nprobe, kcand, k, impl, six addresses, xr, rerank, mode, the id map (blob, offsets, flags), the id buffer
+        # and its room; out: results, id bytes
+        self.head = self.buf[: sizes[0]].view(np.int64)
+        self.out = self.head[18:20]  # results, id bytes (written by the kernel)
+        self.ids = memoryview(self.buf[offs[8] : offs[8] + id_room])
+        if ids is not None:
+            self.head[13:16] = ids[:3]
+            self.head[16:18] = [base + int(offs[8]), id_room]
         self.lut = self.buf[offs[1] : offs[1] + sizes[1]].view(np.float32).reshape(1, M, ksub)
         self.y = self.buf[offs[2] : offs[2] + sizes[2]].view(np.float32).reshape(1, d)
         self.alpha = self.buf[offs[3] : offs[3] + 4].view(np.float32)
         self.D = self.buf[offs[4] : offs[4] + sizes[4]].view(np.float32).reshape(1, k)
         self.I = self.buf[offs[5] : offs[5] + sizes[5]].view(np.int64).reshape(1, k)
+        self.D0, self.I0 = self.D[0], self.I[0]
         self.scanned = self.buf[offs[6] : offs[6] + 8].view(np.int64)
         self.xr = self.buf[offs[7] : offs[7] + sizes[7]].view(np.float32).reshape(1, d)
         self.p_xr = base + int(offs[7])

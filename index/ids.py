@@ -58,6 +58,7 @@ class IdList(Sequence[str]):
         self._strip = 0
         self._dict: dict[str, int] | None = None
         self._table: NDArray[np.int32] | None = None
+        self._max_len: int | None = None
 
     # ---- construction ---------------------------------------------------------------------------
     @classmethod
@@ -99,6 +100,13 @@ class IdList(Sequence[str]):
             for i, s in enumerate(self):
                 if self._dict.setdefault(s, i) != i:
                     raise ConfigError(f"duplicate id {s!r} (row {i}).")
+
+    def kernel_view(self) -> tuple[int, int, int, int]:
+        """(blob address, offsets address, off32 | strip << 1, longest id in bytes): what the search kernel needs to
+        write an answer's ids (fastscan.ListScan.set_ids). The addresses stay valid while this IdList lives."""
+        if self._max_len is None:
+            self._max_len = int(np.diff(self._off.astype(np.int64)).max(initial=0)) - self._strip
+        return _ptr(self._blob), _ptr(self._off), self._off32 | (self._strip << 1), max(self._max_len, 0)
 
     # ---- lookups --------------------------------------------------------------------------------
     def row_of(self, key: str) -> int:

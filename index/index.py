@@ -152,6 +152,11 @@ class CompressedIndex:
             # the packed layout is the only copy held: rows are read back from it on demand (half the bytes)
             self.codes = fastscan.PackedCodes(self._packed, cb.M, self._list_rows)  # type: ignore[assignment]
         self._scans: dict[str, fastscan.ListScan] = {}
+        # the latency path of search (one float32 row, no exclusions): partitioned or 4-bit indexes
+        self._n = n
+        self._one_shape = (1, cb.d)
+        self._latency_ok = self.scan_kind != "flat" and n > 0
+        self._code_space_differs = cb.metric == "cosine" or cb.rotation is not None
         # (the Embeddings.ids a build reordered, the order): set by build_index, never saved (eval.index_order)
         self._source_order: tuple[Any, NDArray[np.int64]] | None = None
 
@@ -214,6 +219,7 @@ class CompressedIndex:
                 packed=self._packed, codes=None if self._packed is not None else self.codes, lutmat=mat,
                 lut_ystep=ystep, vectors=self.item_vectors, vector_scale=self.item_vectors_scale,
             )  # fmt: skip
+            ls.set_ids(self.item_ids)  # the latency path's answers carry their ids from the kernel
             self._scans[score] = ls
             fastscan.release_freed_memory()  # the set-up's temporaries (norms, keys) of a large index
         return ls
@@ -287,7 +293,7 @@ class CompressedIndex:
         """(nq, d) float32 queries, or an InputError: wrong dimension, NaN/inf, or values (or a squared
         norm) beyond float32, which would turn scores into inf or a cosine into 0/inf."""
         if isinstance(xq, np.ndarray) and xq.dtype == np.float32 and xq.shape == (1, self.d):
-            row = xq[0].astype(np.float64)  # one float32 row (the latency path): the same checks, fewer steps
+            row = xq[0].astype(np.float64)  # one float32 row: the same checks, fewer steps
             if float(row @ row) <= _F32_MAX:
                 return xq if xq.flags.c_contiguous else np.ascontiguousarray(xq)
         try:
@@ -447,6 +453,10 @@ class CompressedIndex:
     ) -> list[SearchResult]:
         """Top-k items for raw query vectors xq (nq, d) under the index metric (or ``score``). ``nprobe``:
         lists scanned in a partitioned index (default: the index's setting)."""
+        if exclude is None and score is None and self._latency_ok:
+            r = self._latency_one(xq, k, rerank, nprobe)
+            if r is not None:
+                return [r]
         rerank = self._check_k(k, rerank)
         npr = self._check_nprobe(nprobe)
         score = score or self.metric
@@ -457,20 +467,52 @@ class CompressedIndex:
             return [self._one_vector(x, k, rerank, score, npr)]
         return self._vector_query(x, k, self._exclude_rows(exclude, len(x)), rerank, score, npr)
 
+    def _latency_one(self, xq: Any, k: Any, rerank: Any, nprobe: Any) -> SearchResult | None:
+        """``search`` of one float32 query row under the index metric, in as few Python steps as the checks allow
+        (a 1M-item query's scan takes ~15 us: the Python around it is most of the rest), or None when the input
+        is anything else (another type, shape or value out of range): the general path then answers or raises."""
+        if type(xq) is not np.ndarray or xq.dtype != np.float32 or xq.shape != self._one_shape:
+            return None
+        if type(k) is not int or not 1 <= k <= MAX_K:
+            return None
+        if rerank is None:
+            rerank = self.default_rerank if self.item_vectors is not None else 0
+        elif type(rerank) is not int or not 0 <= rerank <= 10 * MAX_K or (rerank and self.item_vectors is None):
+            return None
+        if nprobe is None:
+            nprobe = self.partition.nprobe if self.partition is not None else 1
+        elif type(nprobe) is not int or nprobe < 1:
+            return None
+        if self._code_space_differs:  # the query is changed before the kernel sees it: checked first
+            row = xq[0].astype(np.float64)
+            if not float(row @ row) <= _F32_MAX:
+                return None  # NaN, inf or overflow: the general path says which
+        if not xq.flags.c_contiguous:
+            xq = np.ascontiguousarray(xq)
+        try:  # else the kernel checks it (NonFiniteError before it searches anything)
+            return self._one_vector(xq, k, rerank, self.metric, min(nprobe, self.nlist))
+        except NonFiniteError:
+            return None  # the general path says which
+
     def _one_vector(self, x: NDArray[np.float32], k: int, rerank: int, score: str, nprobe: int) -> SearchResult:
         """One query vector on a partitioned or 4-bit index without exclusions: ``_vector_query`` in fewer
         steps (the per-query Python work is a large part of a 1M-item query's time)."""
-        y, x_rr = self._query_space(x, score)
-        kf = max(1, min(len(self), k))
+        if score == "cosine" or self._code_space_differs:
+            y, x_rr = self._query_space(x, score)
+        else:  # ip / l2 queries on an index with no rotation and no normalization: code space = input space
+            y = x_rr = x
+        kf = max(1, min(self._n, k))
         kr = max(rerank, kf) if rerank else kf
-        rows, scores = self._list_scan(score).search_one(
+        rows, scores, ids = self._list_scan(score).search_one(
             y, nprobe=nprobe, k=kf, kcand=kr if rerank else max(RESCORE_FACTOR * kr, RESCORE_MIN),
             alpha=2.0 if score == "l2" else None,
             rerank=rerank, xr=x_rr, mode=score,
         )  # fmt: skip
         if score == "l2" and not rerank:  # as _scan: the float32 scores minus |q|^2 (einsum: the same sum)
             scores = (np.asarray(scores, np.float32) - np.einsum("ij,ij->i", y, y)[0]).tolist()
-        return SearchResult(ids=self.item_ids.take(rows), scores=scores, rows=rows)  # type: ignore[attr-defined]
+        if ids is None:
+            ids = self.item_ids.take(rows)  # type: ignore[attr-defined]
+        return SearchResult(ids=ids, scores=scores, rows=rows)
 
     def _vector_query(
         self,

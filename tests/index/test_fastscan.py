@@ -215,3 +215,58 @@ def test_kernel_rerank_equals_reference(vtype: str, mode: str) -> None:
     batch, _ = ls.search(luts, ys, None, nprobe=2, k=7, kcand=80, rerank=60, xr=xr, mode=mode, threads=2)
     one, _ = ls.search(luts[3:], ys[3:], None, nprobe=2, k=7, kcand=80, rerank=60, xr=xr[3:], mode=mode)
     assert np.array_equal(batch.I[3:], one.I)
+
+
+@pytest.mark.parametrize("impl", PATHS)
+@pytest.mark.parametrize("nlist", [1, 63, 64, 65, 200])
+def test_probing_over_blocks_of_lists_equals_reference(impl: str, nlist: int) -> None:
+    """The centroid table is held in blocks of CT_BLOCK lists (the last one padded): every list is probed in the
+    reference's order, whatever nlist is."""
+    rng = np.random.default_rng(nlist)
+    M, d = 8, 24
+    sizes = rng.integers(0, 6, nlist).tolist()
+    n = int(sum(sizes))
+    codes = rng.integers(0, 16, (n, M), dtype=np.uint8)
+    rows = _lists(n, sizes)
+    cent = rng.standard_normal((nlist, d)).astype(np.float32)
+    w = rng.uniform(0.5, 2, nlist).astype(np.float32)
+    ls = fs.ListScan(M=M, ksub=16, list_rows=rows, centroids_t=cent.T, scale=None, add=None, w=w,
+                     packed=fs.pack(codes, rows))  # fmt: skip
+    assert ls._ct_blocks.shape == (-(-nlist // fs.CT_BLOCK), d, fs.CT_BLOCK)
+    c16 = cent.astype(np.float16).astype(np.float32)
+    for _ in range(4):
+        lut = rng.standard_normal((M, 16)).astype(np.float32)
+        y = rng.standard_normal((1, d)).astype(np.float32)
+        for nprobe in sorted({1, 5, max(1, nlist - 1)}):
+            top, scanned = ls.search(lut[None], y, None, nprobe=nprobe, k=10, kcand=n or 1, impl=impl)
+            lists = fs.probe_ref(y[0], c16, w, None, nprobe)
+            assert scanned[0] == sum(sizes[ll] for ll in lists), nprobe
+            ref = fs.search_ref(lut, codes, rows, lists, 1.0, None, None, n or 1, 10)
+            assert np.array_equal(top.I, ref.I) and np.array_equal(top.D, ref.D)
+
+
+def test_search_one_writes_the_answer_ids() -> None:
+    """search_one returns the ids of its rows, written by the kernel (any UTF-8, any length); without set_ids it
+    returns None for them; a query with NaN/inf or a squared norm beyond float32 is refused before any search."""
+    from vqrec.index.errors import NonFiniteError
+    from vqrec.index.ids import IdList
+
+    M, n = 8, 300
+    ls, *_ = _scan(M, n, [100, 120, 80], seed=4, terms=False)
+    rng = np.random.default_rng(9)
+    ys = rng.standard_normal((6, 12)).astype(np.float32)
+    lutmat = rng.standard_normal((M, 1, 16)).astype(np.float32)  # lut[m] = y[m] * lutmat[m, 0]
+    base = fs.ListScan(M=M, ksub=16, list_rows=ls.list_rows, centroids_t=ls.centroids_t.astype(np.float32),
+                       scale=None, add=None, packed=ls.packed, lutmat=lutmat, lut_ystep=1)  # fmt: skip
+    for y in ys:
+        rows, scores, ids = base.search_one(y, nprobe=2, k=7, kcand=20)
+        assert ids is None and len(rows) == len(scores) == 7
+    names = [f"item-{i}-" + "ü" * (i % 7) + "z" * (i % 61) for i in range(n)]
+    base.set_ids(IdList.from_list(names))
+    for y in ys:
+        rows, scores, ids = base.search_one(y, nprobe=2, k=7, kcand=20)
+        top, _ = base.search(None, y[None], None, nprobe=2, k=7, kcand=20)
+        assert rows == top.I[0].tolist() and ids == [names[r] for r in rows]
+    for bad in (np.full(12, np.nan, np.float32), np.full(12, 1e19, np.float32)):
+        with pytest.raises(NonFiniteError):
+            base.search_one(bad, nprobe=2, k=7, kcand=20)

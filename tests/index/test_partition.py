@@ -15,7 +15,16 @@ import numpy as np
 import pytest
 
 from tests.conftest import as_embeddings, recsys_arrays
-from vqrec.index import ArtifactCorrupt, ConfigError, InputError, build_index, load_index, save_index
+from vqrec.index import (
+    ArtifactCorrupt,
+    ConfigError,
+    Embeddings,
+    InputError,
+    NonFiniteError,
+    build_index,
+    load_index,
+    save_index,
+)
 from vqrec.index.artifact_io import write_manifest
 from vqrec.index.partition import auto_nlist
 from vqrec.trainers.config import TrainConfig
@@ -85,6 +94,54 @@ def test_recall_rises_with_nprobe_to_the_flat_recall(data, method: str, metric: 
     assert curve == sorted(curve) and curve[0] < curve[-1]
     assert curve[-1] == pytest.approx(recall(flat.search(xq, 10)))
     assert curve[1] >= 0.5 * curve[-1]  # a quarter of the lists already finds most of it
+
+
+@pytest.mark.parametrize(("method", "metric", "nbits"), CASES)
+def test_one_query_latency_path_equals_the_batch_path(data, method: str, metric: str, nbits: int) -> None:  # type: ignore[no-untyped-def]
+    """One float32 query row takes search's latency path (ids written by the kernel); the same query in a batch
+    takes the general path: same ids, scores and rows, at every nprobe, with and without a re-rank."""
+    _, part = _pair(data, method, metric, nbits, item_vectors="float32")
+    xq = data[2][:12]
+    for nprobe in (1, 3, NLIST):
+        for rerank in (0, 25):
+            batch = part.search(xq, 10, nprobe=nprobe, rerank=rerank)
+            for q in range(len(xq)):
+                one = part.search(xq[q : q + 1], 10, nprobe=nprobe, rerank=rerank)[0]
+                assert (one.ids, one.rows) == (batch[q].ids, batch[q].rows), (nprobe, rerank, q)
+                assert one.ids == [part.item_ids[r] for r in one.rows]
+                np.testing.assert_allclose(one.scores, batch[q].scores, rtol=1e-6, atol=1e-6)
+
+
+def test_latency_path_ids_and_fallbacks(data) -> None:  # type: ignore[no-untyped-def]
+    """Ids of any length and script come back whole from the kernel; inputs the latency path does not take (1-D,
+    float64, numpy ints, bad values) get the general path's answer or its error."""
+    items, _, xq, _ = data
+    ids = [("é" * (j % 5)) + f"-漢字-{j}" + ("x" * (j % 97)) for j in range(len(items.ids))]
+    named = Embeddings(ids=ids, vectors=items.vectors, source="t")
+    cb = train(named, TrainConfig(method="pq", metric="ip", M=8, nbits=4, niter=8, eval_queries=10),
+               show_progress=False)  # fmt: skip
+    part = build_index(cb, named, nlist=NLIST, nprobe=4, show_progress=False)
+    want = part.search(xq[:20], 1000, nprobe=NLIST)  # k = 1000: the kernel's id buffer at its largest
+    for q in range(20):
+        got = part.search(xq[q : q + 1], 1000, nprobe=NLIST)[0]
+        assert got.ids == want[q].ids == [part.item_ids[r] for r in got.rows] and len(got.ids) == 1000
+    one = part.search(xq[:1], 10)[0]
+    for other in (xq[0], xq[:1].astype(np.float64), xq[:1].tolist()):
+        assert part.search(other, 10)[0].ids == one.ids
+    assert part.search(xq[:1], np.int64(10))[0].ids == one.ids
+    assert part.search(xq[:1], 10, nprobe=np.int32(4))[0].ids == one.ids
+    bad = xq[:1].copy()
+    bad[0, 2] = np.inf
+    with pytest.raises(NonFiniteError, match="NaN or inf"):
+        part.search(bad, 10)
+    with pytest.raises(NonFiniteError, match="overflows float32"):
+        part.search(np.full((1, 16), 3e19, np.float32), 10)
+    with pytest.raises(InputError, match="k must be between 1 and 1000"):
+        part.search(xq[:1], 0)
+    with pytest.raises(InputError, match="rerank needs item vectors"):
+        part.search(xq[:1], 10, rerank=5)
+    with pytest.raises(InputError, match="nprobe must be an integer >= 1"):
+        part.search(xq[:1], 10, nprobe=0)
 
 
 def test_save_load_keeps_the_partition(data, tmp_path) -> None:  # type: ignore[no-untyped-def]
