@@ -500,7 +500,7 @@ void vqrec_fs_search_many(int64_t nq, const float *luts, int64_t M, const uint8_
             if (p + 1 < np && pr[p + 1] >= 0 && pr[p + 1] < nlist) { /* the next list's first blocks */
                 const char *nx = (const char *)(packed + list_blocks[pr[p + 1]] * 16 * M);
                 int64_t bytes = (list_blocks[pr[p + 1] + 1] - list_blocks[pr[p + 1]]) * 16 * M;
-                for (int64_t o = 0; o < bytes && o < 8192; o += 64) __builtin_prefetch(nx + o, 0, 0);
+                for (int64_t o = 0; o < bytes && o < 2048; o += 64) __builtin_prefetch(nx + o, 0, 0);
             }
 #ifdef VQREC_X86
             if (impl == IMPL_AVX2) {
@@ -516,7 +516,13 @@ void vqrec_fs_search_many(int64_t nq, const float *luts, int64_t M, const uint8_
         int64_t *Iq = I + qi * k, nk = 0;
         res_cut(&Q.R);
         for (int64_t j = 0; j < Q.R.n; j++) {
-            int64_t row = cI[j], l = list_of(list_rows, nlist, row), jj = row - list_rows[l];
+            int64_t row = cI[j], l = -1;
+            if (np <= 64) { /* a candidate comes from a probed list: look there first (in cache, no search) */
+                for (int64_t p = 0; p < np && l < 0; p++)
+                    if (pr[p] >= 0 && pr[p] < nlist && list_rows[pr[p]] <= row && row < list_rows[pr[p] + 1]) l = pr[p];
+            }
+            if (l < 0) l = list_of(list_rows, nlist, row);
+            int64_t jj = row - list_rows[l];
             unpack_one(packed + (list_blocks[l] + jj / 32) * 16 * M, M, jj % 32, c);
             float v = alphas[qi] * exact_one(lut, c, M);
             if (scale) v *= scale[row];
