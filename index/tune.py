@@ -42,15 +42,21 @@ def tune_search(
     target_recall: float | None = DEFAULT_TARGET,
     k: int = 10,
     query_source: str = "queries",
+    order: NDArray[np.int64] | None = None,
 ) -> dict[str, Any]:
     """Sweep (nprobe, rerank) for ``queries`` (input space) on ``index`` whose items are ``xb`` in the index's
-    row order; returns the manifest's ``search`` section and sets the index's defaults to the choice."""
+    row order, or in input order with ``order`` (index row j holds input row order[j]); returns the manifest's
+    ``search`` section and sets the index's defaults to the choice."""
     if index.partition is None:
         raise ConfigError("tuning chooses nprobe: it needs a partitioned index (--nlist).")
     if target_recall is not None and not 0 < target_recall <= 1:
         raise ConfigError(f"target recall must be in (0, 1], got {target_recall}.")
     q = np.ascontiguousarray(queries, dtype=np.float32)
     _, truth = ExactIndex(xb, index.metric).search(q, k)
+    if order is not None:  # input rows -> index rows
+        inv = np.empty(len(order), np.int64)
+        inv[order] = np.arange(len(order))
+        truth = np.where(truth >= 0, inv[np.maximum(truth, 0)], -1)
     nlist = index.nlist
     grid = sorted({p for p in NPROBE_GRID if p <= nlist} | {nlist})
     reranks = RERANK_GRID if index.item_vectors is not None else (0,)
