@@ -721,6 +721,8 @@ int64_t vqrec_lists_search_rr(const vqrec_lists_t *L, int64_t nq, const float *l
 }
 
 static inline int64_t id_off(const void *off, int off32, int64_t i);
+int64_t vqrec_ids_join(const uint8_t *blob, const void *off, int off32, int64_t strip, const int64_t *rows, int64_t n,
+                       uint8_t *out, int64_t room);
 
 /* One query through a workspace: ws[0..3] = nprobe, kcand, k, impl; ws[4..9] = addresses of the lut, y, alpha,
  * D, I and scanned arrays (fixed when the workspace is made; lut and alpha 0 for a vector query); ws[10..12] = the
@@ -742,24 +744,9 @@ int64_t vqrec_lists_search_ws(const vqrec_lists_t *L, int64_t *ws) {
     int64_t n = 0;
     while (n < ws[2] && I[n] >= 0) n++;
     ws[18] = n;
-    ws[19] = 0;
-    if (!ws[13]) return 0;
-    const uint8_t *blob = (const uint8_t *)ws[13];
-    const void *off = (const void *)ws[14];
-    int off32 = (int)(ws[15] & 1), strip = (int)(ws[15] >> 1);
-    uint8_t *out = (uint8_t *)ws[16];
-    int64_t room = ws[17], w = 0;
-    for (int64_t j = 0; j < n; j++) {
-        int64_t a = id_off(off, off32, I[j]), len = id_off(off, off32, I[j] + 1) - strip - a;
-        if (w + len + 1 > room) {
-            ws[19] = -1;
-            return 0;
-        }
-        if (j) out[w++] = '\n';
-        memcpy(out + w, blob + a, (size_t)len);
-        w += len;
-    }
-    ws[19] = w;
+    ws[19] = ws[13] ? vqrec_ids_join((const uint8_t *)ws[13], (const void *)ws[14], (int)(ws[15] & 1), ws[15] >> 1,
+                                     I, n, (uint8_t *)ws[16], ws[17])
+                    : 0;
     return 0;
 }
 
@@ -825,10 +812,17 @@ uint64_t vqrec_read_words(const uint64_t *p, int64_t n) {
     return s0 + s1 + s2 + s3;
 }
 
-/* byte spans [start, end) of the ids of n rows (end without the trailing newline when strip = 1) */
-void vqrec_ids_spans(const void *off, int off32, const int64_t *rows, int64_t n, int64_t strip, int64_t *out) {
-    for (int64_t i = 0; i < n; i++) {
-        out[2 * i] = id_off(off, off32, rows[i]);
-        out[2 * i + 1] = id_off(off, off32, rows[i] + 1) - strip;
+/* the ids of n rows joined by newlines into out (room bytes; a span ends with its newline when strip = 1, left
+ * out); returns the bytes written, or -1 when they do not fit */
+int64_t vqrec_ids_join(const uint8_t *blob, const void *off, int off32, int64_t strip, const int64_t *rows, int64_t n,
+                       uint8_t *out, int64_t room) {
+    int64_t w = 0;
+    for (int64_t j = 0; j < n; j++) {
+        int64_t a = id_off(off, off32, rows[j]), len = id_off(off, off32, rows[j] + 1) - strip - a;
+        if (w + len + (j > 0) > room) return -1;
+        if (j) out[w++] = '\n';
+        memcpy(out + w, blob + a, (size_t)len);
+        w += len;
     }
+    return w;
 }

@@ -25,6 +25,7 @@ from .adc import _KERNEL, _ptr
 from .errors import ConfigError
 
 _NEWLINE = 10
+_JOIN_BYTES = 1 << 22  # take(): ids joined per kernel call at most (a thread's buffer)
 
 
 def _bind() -> bool:
@@ -35,8 +36,8 @@ def _bind() -> bool:
     f.restype, f.argtypes = i64, [p, p, i32, p, i64, ctypes.c_char_p, i64]
     g = _KERNEL.vqrec_ids_build
     g.restype, g.argtypes = i64, [p, p, i32, i64, p, i64]
-    h = _KERNEL.vqrec_ids_spans
-    h.restype, h.argtypes = None, [p, i32, p, i64, i64, p]
+    h = _KERNEL.vqrec_ids_join
+    h.restype, h.argtypes = i64, [p, p, i32, i64, p, i64, p, i64]
     return True
 
 
@@ -104,9 +105,7 @@ class IdList(Sequence[str]):
     def kernel_view(self) -> tuple[int, int, int, int]:
         """(blob address, offsets address, off32 | strip << 1, longest id in bytes): what the search kernel needs to
         write an answer's ids (fastscan.ListScan.set_ids). The addresses stay valid while this IdList lives."""
-        if self._max_len is None:
-            self._max_len = int(np.diff(self._off.astype(np.int64)).max(initial=0)) - self._strip
-        return _ptr(self._blob), _ptr(self._off), self._off32 | (self._strip << 1), max(self._max_len, 0)
+        return _ptr(self._blob), _ptr(self._off), self._off32 | (self._strip << 1), self.max_len
 
     # ---- lookups --------------------------------------------------------------------------------
     def row_of(self, key: str) -> int:
@@ -146,29 +145,49 @@ class IdList(Sequence[str]):
             raise IndexError(f"id row {i} out of range for {self._n} ids")
         return self._one(j)
 
-    def take(self, rows: Sequence[int]) -> list[str]:
-        """The ids of several rows (valid rows, as a search returns them): their byte spans gathered in the
-        kernel through buffers of known address (a search's answer is 10-1000 rows: numpy's per-call costs
-        would dominate), then one decode each."""
+    def take(self, rows: Sequence[int] | NDArray[np.int64]) -> list[str]:
+        """The ids of several rows (valid rows, as a search returns them): joined by newlines in the kernel, then
+        one decode and one split (a search's answers are 10-1000 ids each: per-id Python steps would dominate)."""
         n = len(rows)
         if not n:
             return []
-        if not _BOUND or self._table is None:
+        if not _BOUND:
             r = np.asarray(rows, dtype=np.int64)
             starts, ends = self._off[r].tolist(), (self._off[r + 1] - self._strip).tolist()
-        else:
-            buf = getattr(self._local, "buf", None)
-            if buf is None or len(buf[0]) < n:
-                rows_a = np.empty(max(n, 1024), np.int64)
-                spans = np.empty(2 * len(rows_a), np.int64)
-                buf = self._local.buf = (rows_a, spans, _ptr(rows_a), _ptr(spans))
-            rows_a, spans, prow, pspan = buf
-            rows_a[:n] = rows
-            _KERNEL.vqrec_ids_spans(self._p[1], self._off32, prow, n, self._strip, pspan)  # type: ignore[union-attr]
-            se = spans[: 2 * n].tolist()
-            starts, ends = se[0::2], se[1::2]
-        b = self._bytes
-        return [b[a:e].decode() for a, e in zip(starts, ends, strict=True)]
+            b = self._bytes
+            return [b[a:e].decode() for a, e in zip(starts, ends, strict=True)]
+        step = max(1, _JOIN_BYTES // (self.max_len + 1))
+        if n <= step:
+            return self._join(rows, n)
+        out: list[str] = []
+        for i0 in range(0, n, step):
+            part = rows[i0 : i0 + step]
+            out += self._join(part, len(part))
+        return out
+
+    def _join(self, rows: Sequence[int] | NDArray[np.int64], n: int) -> list[str]:
+        """take() of at most _JOIN_BYTES // (max_len + 1) rows, through this thread's buffers."""
+        buf = getattr(self._local, "join", None)
+        if buf is None or len(buf[0]) < n:
+            rows_a = np.empty(max(n, 1024), np.int64)
+            out = np.empty(len(rows_a) * (self.max_len + 1), np.uint8)
+            buf = self._local.join = (rows_a, out, _ptr(rows_a), _ptr(out), memoryview(out))
+        rows_a, out, prow, pout, view = buf
+        rows_a[:n] = rows
+        nb = _KERNEL.vqrec_ids_join(  # type: ignore[union-attr]
+            _ptr(self._blob), _ptr(self._off), self._off32, self._strip, prow, n, pout, len(out)
+        )
+        if nb < 0:  # cannot happen (room for n of the longest id): the slow way all the same
+            return [self[int(r)] for r in rows_a[:n]]
+        return str(view[:nb], "utf-8").split("\n")
+
+    @property
+    def max_len(self) -> int:
+        """Bytes of the longest id."""
+        if self._max_len is None:
+            lens = np.diff(self._off.astype(np.int64)) - self._strip
+            self._max_len = max(int(lens.max(initial=0)), 0)
+        return self._max_len
 
     def __iter__(self) -> Iterator[str]:
         if self._strip:  # one decode of the whole blob

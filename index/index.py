@@ -386,13 +386,15 @@ class CompressedIndex:
         return TopK(D, I)
 
     def _finish(self, top: TopK) -> list[SearchResult]:
-        out = []
-        take = self.item_ids.take  # type: ignore[attr-defined]
-        for rows, scores in zip(top.I.tolist(), top.D.tolist(), strict=True):
-            n = len(rows)
-            while n and rows[n - 1] < 0:  # padding sits at the end
-                n -= 1
-            out.append(SearchResult(ids=take(rows[:n]), scores=scores[:n], rows=rows[:n]))
+        """SearchResults of a (nq, k) answer, padding (rows -1, at the end) dropped; every query's ids taken in
+        one call."""
+        found = top.I >= 0
+        counts = found.sum(axis=1).tolist()
+        ids = self.item_ids.take(top.I[found])  # type: ignore[attr-defined]
+        out, pos = [], 0
+        for rows, scores, n in zip(top.I.tolist(), top.D.tolist(), counts, strict=True):
+            out.append(SearchResult(ids=ids[pos : pos + n], scores=scores[:n], rows=rows[:n]))
+            pos += n
         return out
 
     def _check_k(self, k: int, rerank: int | None) -> int:

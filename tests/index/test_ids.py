@@ -29,6 +29,23 @@ def test_sequence_and_lookups_match_a_list(monkeypatch: pytest.MonkeyPatch, kern
         ids[len(IDS)]
 
 
+@pytest.mark.parametrize("strip", [True, False])
+def test_take_joins_in_chunks_of_the_thread_buffer(monkeypatch: pytest.MonkeyPatch, strip: bool) -> None:
+    """take() of many rows (the ids of a batch's answers) in several kernel calls, empty and long ids among them;
+    ids without trailing newlines (offsets given directly) too."""
+    monkeypatch.setattr(ids_mod, "_JOIN_BYTES", 1000)  # a few hundred bytes per call: many calls
+    names = [s + (f"#{j}" if j else "") for j in range(50) for s in IDS]  # one empty id, one of 300 bytes
+    if strip:
+        ids = IdList.from_list(names)
+    else:
+        lens = [len(s.encode()) for s in names]
+        ids = IdList(np.frombuffer("".join(names).encode(), np.uint8), np.cumsum([0, *lens]).astype(np.uint32))
+    rows = np.random.default_rng(1).integers(0, len(names), 3000)
+    want = [names[r] for r in rows.tolist()]
+    assert ids.take(rows) == want and ids.take(rows.tolist()) == want
+    assert ids.max_len == len(("x" * 300 + "#49").encode()) and ids.take(rows[:1]) == want[:1]
+
+
 def test_many_ids_are_compact_and_all_found() -> None:
     n = 200_000
     plain = [f"item-{i * 7919 % 1_000_003}" for i in range(n)]
