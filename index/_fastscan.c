@@ -755,7 +755,14 @@ int64_t vqrec_lists_search_ws(const vqrec_lists_t *L, int64_t *ws) {
 static inline uint64_t fnv1a(const uint8_t *p, int64_t n) {
     uint64_t h = 1469598103934665603ull;
     for (int64_t i = 0; i < n; i++) h = (h ^ p[i]) * 1099511628211ull;
-    return h ^ (h >> 29);
+    h ^= h >> 33; /* a finalizer (murmur3's): every bit of the key moves the high bits the slot is taken from */
+    h *= 0xff51afd7ed558ccdull;
+    return h ^ (h >> 33);
+}
+
+/* the first slot of a hash in a table of cap slots (any cap: the high bits of h * cap, no power of two needed) */
+static inline uint64_t first_slot(uint64_t h, int64_t cap) {
+    return (uint64_t)(((unsigned __int128)h * (uint64_t)cap) >> 64);
 }
 
 static inline int64_t id_off(const void *off, int off32, int64_t i) {
@@ -765,8 +772,8 @@ static inline int64_t id_off(const void *off, int off32, int64_t i) {
 /* the row holding key (klen bytes), or -1 */
 int64_t vqrec_ids_find(const uint8_t *blob, const void *off, int off32, const int32_t *table, int64_t cap,
                        const uint8_t *key, int64_t klen) {
-    uint64_t mask = (uint64_t)cap - 1, slot = fnv1a(key, klen) & mask;
-    for (int64_t probe = 0; probe < cap; probe++, slot = (slot + 1) & mask) {
+    uint64_t slot = first_slot(fnv1a(key, klen), cap);
+    for (int64_t probe = 0; probe < cap; probe++, slot = slot + 1 == (uint64_t)cap ? 0 : slot + 1) {
         int32_t r = table[slot];
         if (r < 0) return -1;
         int64_t a = id_off(off, off32, r), b = id_off(off, off32, r + 1);
@@ -775,13 +782,12 @@ int64_t vqrec_ids_find(const uint8_t *blob, const void *off, int off32, const in
     return -1;
 }
 
-/* fill table (cap slots, a power of two > n, preset to -1) with rows 0..n-1; returns -1, or the first row
- * whose id repeats an earlier one */
+/* fill table (cap > n slots, preset to -1; linear probing) with rows 0..n-1; returns -1, or the first row whose
+ * id repeats an earlier one */
 int64_t vqrec_ids_build(const uint8_t *blob, const void *off, int off32, int64_t n, int32_t *table, int64_t cap) {
-    uint64_t mask = (uint64_t)cap - 1;
     for (int64_t i = 0; i < n; i++) {
         int64_t a = id_off(off, off32, i), len = id_off(off, off32, i + 1) - a;
-        uint64_t slot = fnv1a(blob + a, len) & mask;
+        uint64_t slot = first_slot(fnv1a(blob + a, len), cap);
         for (;;) {
             int32_t r = table[slot];
             if (r < 0) {
@@ -790,7 +796,7 @@ int64_t vqrec_ids_build(const uint8_t *blob, const void *off, int off32, int64_t
             }
             int64_t ra = id_off(off, off32, r), rb = id_off(off, off32, r + 1);
             if (rb - ra == len && memcmp(blob + ra, blob + a, (size_t)len) == 0) return i;
-            slot = (slot + 1) & mask;
+            slot = slot + 1 == (uint64_t)cap ? 0 : slot + 1;
         }
     }
     return -1;

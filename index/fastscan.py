@@ -300,9 +300,8 @@ class ListScan:
         self.M, self.ksub = M, ksub
         self.list_rows = _contig(list_rows, np.int64)
         # float16 in the kernel: half the bytes streamed per query (keys only order the lists)
-        self.centroids_t = np.ascontiguousarray(centroids_t, dtype=np.float16)
-        self.d, self.nlist = self.centroids_t.shape
-        self._ct_blocks = coarse_blocks(self.centroids_t)
+        self.d, self.nlist = centroids_t.shape
+        self._ct_blocks = coarse_blocks(np.asarray(centroids_t, dtype=np.float16))  # the only copy kept
         self.w, self.b = _contig(w, np.float32), _contig(b, np.float32)
         # per-row terms padded by a block: the kernel reads a list's last block whole (an array that already
         # has the padding is used in place)
@@ -331,6 +330,12 @@ class ListScan:
         self._local = threading.local()
         self._ids: Any = None
         self._id_view: tuple[int, int, int, int] | None = None
+
+    @property
+    def centroids_t(self) -> NDArray[np.float16]:
+        """(d, nlist) float16 centroids, as the kernel holds them (read back from its blocks)."""
+        nb = self._ct_blocks.shape[0]
+        return self._ct_blocks.transpose(1, 0, 2).reshape(self.d, nb * CT_BLOCK)[:, : self.nlist]
 
     def _workspace(self, k: int) -> _Workspace:
         ws = getattr(self._local, "ws", None)

@@ -3,9 +3,9 @@
 A Python list of a million id strings and a dict from id to row hold about 140 bytes per item (measured at
 1M items: 72 B for the list and its str objects, 71 B for the dict). IdList keeps the ids as one UTF-8 blob
 (the bytes of ``item_ids.txt``: one id per line) with uint32 offsets (int64 beyond 4 GiB), and finds rows
-through an open-addressing table of int32 rows (a power of two >= 1.5 n slots, FNV-1a hashes of the bytes),
-built and searched by the C kernel: ~20 bytes per item for 7-character ids. Without the kernel the table is
-a Python dict (the old cost, the same answers).
+through an open-addressing table of int32 rows (1.5 n slots, linear probing, FNV-1a hashes of the bytes
+finalized and mapped onto the slots by their high bits), built and searched by the C kernel: ~18 bytes per item
+for 7-character ids. Without the kernel the table is a Python dict (the old cost, the same answers).
 
 It behaves as a read-only sequence of str: ``len``, ``ids[i]``, slices (lists), iteration, ``in``,
 ``row_of(id)`` (-1 when unknown), equality with a list.
@@ -87,7 +87,7 @@ class IdList(Sequence[str]):
     def _build(self) -> None:
         n = self._n
         if _BOUND and n < (1 << 31):
-            cap = 1 << max(4, int(np.ceil(np.log2(max(1, n) * 1.5 + 1))))
+            cap = max(16, n + n // 2 + 1)  # load at most 2/3 (any size: the kernel maps hashes onto [0, cap))
             table = np.full(cap, -1, np.int32)
             dup = _KERNEL.vqrec_ids_build(  # type: ignore[union-attr]
                 _ptr(self._blob), _ptr(self._off), self._off32, n, _ptr(table), cap

@@ -169,7 +169,7 @@ def build(
     rows = {
         "index_version": manifest["index_version"],
         "items / users": f"{manifest['n_items']} / {manifest['n_users']}",
-        "bytes per item": f"{manifest['bytes']['code_bytes_per_item']} code, "
+        "bytes per item": f"{_code_bytes(manifest['method'])} code, "
         f"{manifest['bytes']['index_bytes_per_item']} with norms and ids "
         f"(float32: {manifest['bytes']['float32_bytes_per_item']})",
         "artifact bytes": manifest["bytes"]["total"],
@@ -262,3 +262,10 @@ def eval_(
     if f"hr@{k}" in report:
         rows.update({f"HR@{k} {key}": v for key, v in report[f"hr@{k}"].items()})
     summary(f"{index_dir} ({report['nq']} queries from {report['user_queries']})", rows)
+
+
+def _code_bytes(method: dict) -> str:  # type: ignore[type-arg]
+    """The codes' size per item: M codes of nbits bits (the artifact stores one byte per code; 4-bit codes are
+    packed two to a byte when loaded), e.g. "16" for PQ32x4."""
+    bits = int(method["M"]) * int(method["nbits"])
+    return f"{bits / 8:g}" + ("" if int(method["nbits"]) == 8 else f" ({method['M']} x {method['nbits']} bits)")
