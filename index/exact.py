@@ -38,10 +38,6 @@ class ExactIndex:
         self.xb = xb
         self._metric = faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
 
-    @property
-    def ntotal(self) -> int:
-        return len(self.xb)
-
     def search(self, xq: NDArray[np.float32], k: int) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
         xq = np.ascontiguousarray(xq, dtype=np.float32)
         if self.metric == "cosine":
