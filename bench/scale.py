@@ -25,8 +25,8 @@ For every setting, with the same queries and ground truth:
   the best of ROUNDS (3) calls;
 * one query per call on 1 thread (perf_counter around each call, Python overhead included) over the first
   ``--n-one`` queries, ROUNDS passes: QPS = calls / summed time of the best pass, p50 / p99 latency over all
-  calls (a pass of a few tens of milliseconds can land in another process's burst on a shared machine: every
-  method is timed the same way);
+  calls. The rounds go through an index's whole grid each (``measure_grid``), so that a burst of another
+  process on this shared machine costs a setting one of its passes, not all three; every method alike;
 * RAM bytes per item: the index saved to disk, then loaded in a fresh subprocess (vqrec: load_index(mmap=
   False)) and asked one query; (VmRSS after - VmRSS before, both after the imports and malloc_trim) / n
   ("rss"). Beside it the nominal figure: peers.md's formula for the peers, the artifact's bytes on disk
@@ -69,7 +69,7 @@ from vqrec.index.eval import recall_at_k
 
 from .data import DATA_ROOT, REPO
 from .report import _la, json_default, md_table
-from .timing import latencies, log, threads, time_call
+from .timing import latencies, log, threads
 
 METHODS = ("vqrec", "faiss", "scann", "hnswlib")
 LEVELS = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.97)
@@ -171,34 +171,42 @@ class Searcher:
     set_threads: Callable[[int], None] = lambda n: None
 
 
-ROUNDS = 3  # timed passes per setting (each method alike): the best one is reported
+ROUNDS = 3  # timed passes per setting, spread over the method's whole grid (each method alike): the best is kept
 
 
-def measure_setting(s: Searcher, data: ScaleData, k: int, n_one: int) -> dict[str, float]:
-    """recall@k, QPS batch 1 and 2 threads, one-by-one QPS and p50/p99 (1 thread) of one setting.
+def measure_grid(searchers: Sequence[Searcher], data: ScaleData, k: int, n_one: int) -> list[dict[str, float]]:
+    """recall@k, QPS batch 1 and 2 threads, one-by-one QPS and p50/p99 (1 thread) of each setting of a grid.
 
-    These machines are shared and a pass of a few tens of milliseconds can land in another process's burst: the
-    batch call is timed over at least 3 runs and the one-by-one pass repeated ROUNDS times, and the best of each
-    is reported (p50/p99 from all one-by-one calls), the same way for every method."""
+    These machines are shared, and a burst of another process can last longer than a setting's timed passes: the
+    grid is timed ROUNDS times over, a round going through every setting once (batch on 1 thread, one query per
+    call, batch on 2 threads), and the best pass of each setting is kept (p50/p99 over all of its calls). A burst
+    then costs one setting one pass, not all of them; every method is measured the same way."""
     xq = data.queries
-    out: dict[str, float] = {}
+    n1 = min(n_one, len(xq))
+    outs: list[dict[str, float]] = [{} for _ in searchers]
+    lats: list[list[NDArray[np.float64]]] = [[] for _ in searchers]
     with threads(1):
-        s.set_threads(1)
-        raw = s.batch(xq, 1)  # warm-up, and the answers recall is computed on
-        out["recall"] = recall_at_k(s.rows(raw), data.gt, k)
-        out["qps_batch1"] = len(xq) / time_call(lambda: s.batch(xq, 1), min_seconds=math.inf, max_runs=ROUNDS, stat=min)
-        n1 = min(n_one, len(xq))
-        rounds = [latencies(lambda i: s.one(xq[i : i + 1]), n1) for _ in range(ROUNDS)]
-    lat = np.concatenate(rounds)
-    out["qps_one1"] = n1 / min(float(r.sum()) for r in rounds)
-    out["p50_ms"] = float(np.percentile(lat, 50) * 1e3)
-    out["p99_ms"] = float(np.percentile(lat, 99) * 1e3)
-    with threads(2):
-        s.set_threads(2)
-        s.batch(xq[: min(len(xq), 64)], 2)
-        out["qps_batch2"] = len(xq) / time_call(lambda: s.batch(xq, 2), min_seconds=math.inf, max_runs=ROUNDS, stat=min)
-    s.set_threads(1)
-    return out
+        for s, out in zip(searchers, outs, strict=True):
+            s.set_threads(1)
+            raw = s.batch(xq, 1)  # warm-up, and the answers recall is computed on
+            out["recall"] = recall_at_k(s.rows(raw), data.gt, k)
+    for _ in range(ROUNDS):
+        for s, out, lat in zip(searchers, outs, lats, strict=True):
+            with threads(1):
+                s.set_threads(1)
+                out["qps_batch1"] = max(out.get("qps_batch1", 0.0), len(xq) / _timed(lambda s=s: s.batch(xq, 1)))
+                lat.append(latencies(lambda i, s=s: s.one(xq[i : i + 1]), n1))
+            with threads(2):
+                s.set_threads(2)
+                s.batch(xq[: min(len(xq), 64)], 2)  # the 2-thread pool started outside the timing
+                out["qps_batch2"] = max(out.get("qps_batch2", 0.0), len(xq) / _timed(lambda s=s: s.batch(xq, 2)))
+            s.set_threads(1)
+    for out, lat in zip(outs, lats, strict=True):
+        every = np.concatenate(lat)
+        out["qps_one1"] = n1 / min(float(r.sum()) for r in lat)
+        out["p50_ms"] = float(np.percentile(every, 50) * 1e3)
+        out["p99_ms"] = float(np.percentile(every, 99) * 1e3)
+    return outs
 
 
 def point(method: str, setting: str, m: dict[str, float], ram: dict[str, Any], build_s: float, **extra: Any) -> dict:
@@ -393,20 +401,20 @@ def measure_vqrec(
                 out[q, : len(got)] = got
             return out
 
+        grid: list[tuple[Searcher, str, dict[str, Any]]] = []
         for rr in rr_grid:
             for p in nprobes:
 
                 def batch(xq: NDArray[np.float32], t: int, p: int = p, rr: int = rr, ix: Any = idx) -> Any:
                     return ix.search(xq, k, nprobe=p, rerank=rr)
 
-                s = Searcher(batch=batch, one=lambda q, b=batch: b(q, 1), rows=rows)
-                m = measure_setting(s, data, k, n_one)
                 sa = f"+sa{score_aware}" if score_aware else ""
                 setting = f"PQ{d // 2}x4{sa} nlist={idx.nlist} nprobe={p} rerank={rr}" + (
                     " (int8 vectors)" if rr else " (codes only)"
                 )
-                points.append(point("vqrec", setting, m, ram, build_s, item_vectors=vectors, nprobe=p, rerank=rr))
-                _log_point(points[-1])
+                s = Searcher(batch=batch, one=lambda q, b=batch: b(q, 1), rows=rows)
+                grid.append((s, setting, {"item_vectors": vectors, "nprobe": p, "rerank": rr}))
+        points += _points_of("vqrec", grid, data, k, n_one, ram, build_s)
         del idx
     return points
 
@@ -487,6 +495,7 @@ def measure_faiss(
         ram = ram_figure("faiss", path, data, {"nprobe": grid[0][0]}, nominal, how, k=k)
         os.remove(path)
         log(f"faiss IVF{nlist},PQ{m_pq}x4fs{label}: build {build_s:.1f} s, {ram['bytes_per_item']:.1f} B/item")
+        settings: list[tuple[Searcher, str, dict[str, Any]]] = []
         for p, kf in grid:
             if p > nlist:
                 continue
@@ -498,10 +507,9 @@ def measure_faiss(
                 return index.search(xq, k)
 
             s = Searcher(batch=batch, one=lambda q, b=batch: b(q, 1), rows=rows)
-            m = measure_setting(s, data, k, n_one)
             setting = f"IVF{nlist},PQ{m_pq}x4fs{label} nprobe={p}" + (f" k_factor={kf}" if label else "")
-            points.append(point("faiss", setting, m, ram, build_s, nprobe=p, k_factor=kf))
-            _log_point(points[-1])
+            settings.append((s, setting, {"nprobe": p, "k_factor": kf}))
+        points += _points_of("faiss", settings, data, k, n_one, ram, build_s)
     return points
 
 
@@ -548,6 +556,7 @@ def measure_scann(
             grid = [(L, None) for L in _grid(SCANN_LEAVES, quick)]
         else:
             grid = [(L, rr) for L in _grid(SCANN_REORDER_LEAVES, quick) for rr in _grid(SCANN_REORDER, quick)]
+        settings: list[tuple[Searcher, str, dict[str, Any]]] = []
         for L, rr in grid:
             L = min(L, leaves)
             kw = {"leaves_to_search": L, "pre_reorder_num_neighbors": rr if rr is not None else k}
@@ -566,10 +575,9 @@ def measure_scann(
                 rows=lambda raw: np.asarray(raw[0], dtype=np.int64),
                 set_threads=lambda t, s=searcher: s.set_num_threads(t),
             )
-            m = measure_setting(sr, data, k, n_one)
             setting = f"{name} leaves={L}" + (f" reorder={rr}" if rr is not None else "")
-            points.append(point("scann", setting, m, ram, build_s, leaves_to_search=L, reorder=rr))
-            _log_point(points[-1])
+            settings.append((sr, setting, {"leaves_to_search": L, "reorder": rr}))
+        points += _points_of("scann", settings, data, k, n_one, ram, build_s)
         del searcher
     return points
 
@@ -592,7 +600,7 @@ def measure_hnswlib(
     ram = ram_figure("hnswlib", path, data, {"ef": ef_grid[0]}, nominal, "peers.md: 4d float + 2M links + 20.5", k=k)
     os.remove(path)
     log(f"hnswlib M=16: build {build_s:.1f} s, {ram['bytes_per_item']:.1f} B/item ({ram['ram_how']})")
-    points: list[dict[str, Any]] = []
+    settings: list[tuple[Searcher, str, dict[str, Any]]] = []
     for ef in ef_grid:
 
         def batch(xq: NDArray[np.float32], t: int, ef: int = ef) -> Any:
@@ -605,13 +613,29 @@ def measure_hnswlib(
             rows=lambda raw: raw[0].astype(np.int64),
             set_threads=idx.set_num_threads,
         )
-        m = measure_setting(s, data, k, n_one)
-        points.append(point("hnswlib", f"M=16 efC=100 ef={ef}", m, ram, build_s, ef=ef))
-        _log_point(points[-1])
-    return points
+        settings.append((s, f"M=16 efC=100 ef={ef}", {"ef": ef}))
+    return _points_of("hnswlib", settings, data, k, n_one, ram, build_s)
 
 
 MEASURE = {"vqrec": measure_vqrec, "faiss": measure_faiss, "scann": measure_scann, "hnswlib": measure_hnswlib}
+
+
+def _points_of(
+    method: str,
+    settings: Sequence[tuple[Searcher, str, dict[str, Any]]],
+    data: ScaleData,
+    k: int,
+    n_one: int,
+    ram: dict[str, Any],
+    build_s: float,
+) -> list[dict[str, Any]]:
+    """The measured points of one index's grid of (searcher, setting name, extra fields), logged."""
+    ms = measure_grid([s for s, _, _ in settings], data, k, n_one)
+    out = []
+    for (_, setting, extra), m in zip(settings, ms, strict=True):
+        out.append(point(method, setting, m, ram, build_s, **extra))
+        _log_point(out[-1])
+    return out
 
 
 def _log_point(p: dict[str, Any]) -> None:

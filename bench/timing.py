@@ -52,17 +52,14 @@ def threads(n: int) -> Iterator[None]:
         faiss.omp_set_num_threads(old_omp)
 
 
-def time_call(
-    fn: Callable[[], Any], *, min_seconds: float = 0.3, max_runs: int = 5, stat: Callable[[Any], Any] = np.median
-) -> float:
-    """Wall seconds of ``fn()``: ``stat`` (median; ``min`` for the best run) over runs (at least one, until
-    ``min_seconds`` or ``max_runs``)."""
+def time_call(fn: Callable[[], Any], *, min_seconds: float = 0.3, max_runs: int = 5) -> float:
+    """Median wall seconds of ``fn()`` over runs (at least one, until ``min_seconds`` or ``max_runs``)."""
     times: list[float] = []
     while not times or (len(times) < max_runs and sum(times) < min_seconds):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return float(stat(times))
+    return float(np.median(times))
 
 
 def latencies(fn: Callable[[int], Any], n: int, *, warmup: int = 10) -> NDArray[np.float64]:

@@ -1,10 +1,12 @@
-"""bench/scale.py's pure part: memory classes, Pareto frontier, best QPS per recall level and the ratios."""
+"""bench/scale.py's pure part: memory classes, Pareto frontier, best QPS per recall level and the ratios; and
+the order measure_grid times a grid in."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from bench.scale import CLASSES, best_at, compare, memory_classes, pareto
+from bench.scale import CLASSES, ROUNDS, ScaleData, Searcher, best_at, compare, measure_grid, memory_classes, pareto
 
 
 def _p(method: str, setting: str, recall: float, one: float, batch: float, b: float) -> dict:
@@ -74,3 +76,26 @@ def test_compare() -> None:
     rows = compare(POINTS, D, qps_key="qps_batch1", levels=(0.8,), bytes_key="nominal_bytes_per_item")
     r = next(r for r in rows if r["class"] == "any")
     assert (r["ours_setting"], r["peer_setting"], r["ratio"]) == ("b", "y", pytest.approx(8000 / 12000))
+
+
+def test_measure_grid_spreads_the_rounds_over_the_grid() -> None:
+    """Every setting gets its recall and the three timings; a round goes through the whole grid before the next
+    one starts (a burst on the machine then costs a setting one pass, not all of them)."""
+    calls: list[tuple[str, int]] = []
+    gt = np.arange(400).reshape(80, 5)  # 80 queries: the 2-thread warm-up (64) is told from a full batch
+
+    def searcher(name: str, rows: np.ndarray) -> Searcher:
+        def batch(xq: np.ndarray, t: int) -> np.ndarray:
+            calls.append((name, len(xq)))
+            return rows[: len(xq)]
+
+        return Searcher(batch=batch, one=lambda q: batch(q, 1), rows=lambda raw: raw)
+
+    data = ScaleData("t", "t", None, np.zeros((80, 3), np.float32), gt, "given")  # type: ignore[arg-type]
+    good, half = searcher("good", gt.copy()), searcher("half", np.where(gt % 2 == 0, gt, -1))
+    out = measure_grid([good, half], data, 5, n_one=2)
+    assert [o["recall"] for o in out] == [1.0, pytest.approx(0.5, abs=0.1)]
+    for o in out:
+        assert {"qps_batch1", "qps_one1", "qps_batch2", "p50_ms", "p99_ms"} <= set(o) and o["qps_one1"] > 0
+    full = [name for name, n in calls if n == 80]  # full batches: recall, then 1 and 2 threads per round
+    assert full[:2] == ["good", "half"] and full[2:] == ["good", "good", "half", "half"] * ROUNDS
