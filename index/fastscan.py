@@ -254,6 +254,7 @@ if _BOUND:
 
 
 CT_BLOCK = 64  # lists per block of the kernel's centroid table (_fastscan.c)
+ID_ROOM = 1 << 18  # bytes of a search workspace's id buffer at most
 
 
 def coarse_blocks(centroids_t: NDArray[np.float16]) -> NDArray[np.float16]:
@@ -514,7 +515,9 @@ class _Workspace:
     for the answer's ids (``ids``: the id map's kernel view, or None)."""
 
     def __init__(self, M: int, ksub: int, d: int, k: int, ids: tuple[int, int, int, int] | None = None) -> None:
-        id_room = 0 if ids is None else k * (ids[3] + 1)
+        # room for k of the longest id, at most ID_ROOM bytes (an answer that does not fit is taken from the id
+        # list instead: search_one then returns no ids)
+        id_room = 0 if ids is None else min(k * (ids[3] + 1), ID_ROOM)
         sizes = [160, M * ksub * 4, d * 4, 8, k * 4, k * 8, 8, d * 4, id_room]
         offs = np.concatenate([[0], np.cumsum([(s + 63) // 64 * 64 for s in sizes])]).astype(int)
         self.k = k

@@ -168,8 +168,8 @@ class IdList(Sequence[str]):
     def _join(self, rows: Sequence[int] | NDArray[np.int64], n: int) -> list[str]:
         """take() of at most _JOIN_BYTES // (max_len + 1) rows, through this thread's buffers."""
         buf = getattr(self._local, "join", None)
-        if buf is None or len(buf[0]) < n:
-            rows_a = np.empty(max(n, 1024), np.int64)
+        if buf is None or len(buf[0]) < n:  # room for at least 1,024 ids, or for _JOIN_BYTES when ids are long
+            rows_a = np.empty(max(n, min(1024, _JOIN_BYTES // (self.max_len + 1))), np.int64)
             out = np.empty(len(rows_a) * (self.max_len + 1), np.uint8)
             buf = self._local.join = (rows_a, out, _ptr(rows_a), _ptr(out), memoryview(out))
         rows_a, out, prow, pout, view = buf

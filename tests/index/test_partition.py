@@ -125,6 +125,13 @@ def test_latency_path_ids_and_fallbacks(data) -> None:  # type: ignore[no-untype
     for q in range(20):
         got = part.search(xq[q : q + 1], 1000, nprobe=NLIST)[0]
         assert got.ids == want[q].ids == [part.item_ids[r] for r in got.rows] and len(got.ids) == 1000
+    # an answer whose ids do not fit the kernel's buffer (one id of 300 kB): taken from the id list instead
+    top = ids.index(part.search(xq[:1], 1)[0].ids[0])  # the item the query finds first keeps its vector
+    long_ids = [("L" * 300_000 if j == top else s) for j, s in enumerate(ids)]
+    big = build_index(cb, Embeddings(ids=long_ids, vectors=items.vectors, source="t"), nlist=NLIST, nprobe=NLIST,
+                      show_progress=False)  # fmt: skip
+    got = big.search(xq[:1], 1000)[0]
+    assert "L" * 300_000 in got.ids and got.ids == big.search(xq[:2], 1000)[0].ids
     one = part.search(xq[:1], 10)[0]
     for other in (xq[0], xq[:1].astype(np.float64), xq[:1].tolist()):
         assert part.search(other, 10)[0].ids == one.ids
