@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -82,7 +83,16 @@ def built(data: Path) -> Path:
     )
     assert code == 0, out
     assert "index written to" in out and "user->item recall@10" in out
+    assert re.search(r"bytes per item\s+4 code, ", out), out  # M=4 codes of 6 bits: one byte each
     return data / "idx"
+
+
+def test_code_bytes_as_a_loaded_index_holds_them() -> None:
+    from vqrec.cli.index import _code_bytes
+
+    assert _code_bytes({"M": 32, "nbits": 4}) == "16 (32 x 4 bits)"  # two to a byte (the fast-scan layout)
+    assert _code_bytes({"M": 16, "nbits": 8}) == "16" and _code_bytes({"M": 8, "nbits": 6}) == "8"
+    assert _code_bytes({"M": 3, "nbits": 4}) == "3"  # odd M: not packed
 
 
 def test_train_writes_config_and_report(data: Path, built: Path) -> None:

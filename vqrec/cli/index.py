@@ -265,7 +265,9 @@ def eval_(
 
 
 def _code_bytes(method: dict) -> str:  # type: ignore[type-arg]
-    """The codes' size per item: M codes of nbits bits (the artifact stores one byte per code; 4-bit codes are
-    packed two to a byte when loaded), e.g. "16" for PQ32x4."""
-    bits = int(method["M"]) * int(method["nbits"])
-    return f"{bits / 8:g}" + ("" if int(method["nbits"]) == 8 else f" ({method['M']} x {method['nbits']} bits)")
+    """The codes' bytes per item as a loaded index holds them: 4-bit codes two to a byte (the fast-scan layout),
+    any other width one byte per code (the artifact stores one byte per code either way)."""
+    m, nbits = int(method["M"]), int(method["nbits"])
+    if nbits == 4 and m % 2 == 0:
+        return f"{m // 2} ({m} x 4 bits)"
+    return str(m)
