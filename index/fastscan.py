@@ -378,9 +378,11 @@ class ListScan:
         rerank: int,
         xr: NDArray[np.float32] | None,
         mode: str,
+        ids: bool = False,
     ) -> _Workspace:
         """One query through this thread's workspace (inputs copied to known addresses, one two-argument kernel
-        call); the answer is left in the workspace's D / I / scanned."""
+        call); the answer is left in the workspace's D / I / scanned, and (``ids``, after ``set_ids``) its ids in
+        the workspace's id buffer."""
         ws = self._workspace(k)
         ws.y[:] = y  # (d,) or (1, d)
         if lut is not None:
@@ -389,13 +391,14 @@ class ListScan:
             ws.alpha[0] = alpha
         if rerank:
             ws.xr[:] = xr
-        key = (lut is None, alpha is None, nprobe, kcand, code, rerank, mode)
+        key = (lut is None, alpha is None, nprobe, kcand, code, rerank, mode, ids)
         if key != ws.key:  # the header changes only with the settings (numpy scalar writes cost ~0.1 us each)
             h = ws.head
             h[0], h[1], h[3] = nprobe, kcand, code
             h[4] = 0 if lut is None else ws.p_lut
             h[6] = 0 if alpha is None else ws.p_alpha
             h[10], h[11], h[12] = ws.p_xr, rerank, RERANK_MODES[mode]
+            h[13] = ws.id_blob if ids else 0  # the kernel writes ids only for a caller that reads them
             ws.key = key
         rc = _KERNEL.vqrec_lists_search_ws(self._addr, ws.p_head)  # type: ignore[union-attr]
         if rc == -2:
@@ -429,7 +432,7 @@ class ListScan:
                 n -= 1
             return rows[:n], scores[:n], None
         ws = self._run_workspace(None, y, alpha, min(max(1, nprobe), self.nlist), max(kcand, k), k, 0, rerank, xr,
-                                 mode)  # fmt: skip
+                                 mode, ids=self._id_view is not None)  # fmt: skip
         n, nb = ws.out.tolist()
         rows, scores = ws.I0.tolist()[:n], ws.D0.tolist()[:n]
         if self._id_view is None or nb < 0:
@@ -529,6 +532,7 @@ class _Workspace:
         self.head = self.buf[: sizes[0]].view(np.int64)
         self.out = self.head[18:20]  # results, id bytes (written by the kernel)
         self.ids = memoryview(self.buf[offs[8] : offs[8] + id_room])
+        self.id_blob = 0 if ids is None else ids[0]  # head[13] when a call wants the ids written
         if ids is not None:
             self.head[13:16] = ids[:3]
             self.head[16:18] = [base + int(offs[8]), id_room]

@@ -61,6 +61,13 @@ RESCORE_FACTOR = 2
 RESCORE_MIN = 16
 
 
+def _row_fits(xq: NDArray[np.float32]) -> bool:
+    """The (1, d) float32 query's squared norm, summed in float64, is finite and within float32 (so is each
+    value): False for NaN, inf or overflow."""
+    row = xq[0].astype(np.float64)
+    return bool(float(row @ row) <= _F32_MAX)
+
+
 def _l2_alpha(alpha: NDArray[np.float32] | None, nq: int) -> NDArray[np.float32]:
     """The l2 score's per-query factor: 2<q, x_hat> (alpha None meaning 1)."""
     return np.full(nq, 2, np.float32) if alpha is None else alpha * 2
@@ -292,10 +299,8 @@ class CompressedIndex:
     def check_queries(self, xq: Any) -> NDArray[np.float32]:
         """(nq, d) float32 queries, or an InputError: wrong dimension, NaN/inf, or values (or a squared
         norm) beyond float32, which would turn scores into inf or a cosine into 0/inf."""
-        if isinstance(xq, np.ndarray) and xq.dtype == np.float32 and xq.shape == (1, self.d):
-            row = xq[0].astype(np.float64)  # one float32 row: the same checks, fewer steps
-            if float(row @ row) <= _F32_MAX:
-                return xq if xq.flags.c_contiguous else np.ascontiguousarray(xq)
+        if isinstance(xq, np.ndarray) and xq.dtype == np.float32 and xq.shape == (1, self.d) and _row_fits(xq):
+            return xq if xq.flags.c_contiguous else np.ascontiguousarray(xq)  # one float32 row: fewer steps
         try:
             x = np.asarray(xq, dtype=np.float64)
         except (TypeError, ValueError):
@@ -485,10 +490,8 @@ class CompressedIndex:
             nprobe = self.partition.nprobe if self.partition is not None else 1
         elif type(nprobe) is not int or nprobe < 1:
             return None
-        if self._code_space_differs:  # the query is changed before the kernel sees it: checked first
-            row = xq[0].astype(np.float64)
-            if not float(row @ row) <= _F32_MAX:
-                return None  # NaN, inf or overflow: the general path says which
+        if self._code_space_differs and not _row_fits(xq):  # changed before the kernel sees it: checked first
+            return None  # NaN, inf or overflow: the general path says which
         if not xq.flags.c_contiguous:
             xq = np.ascontiguousarray(xq)
         try:  # else the kernel checks it (NonFiniteError before it searches anything)
