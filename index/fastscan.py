@@ -407,6 +407,41 @@ class ListScan:
             raise MemoryError("partitioned search: out of memory")
         return ws
 
+    @property
+    def answers_ids(self) -> bool:
+        """The kernel is bound and holds the item ids: ``answer_one`` can be used."""
+        return _BOUND and self._id_view is not None
+
+    def answer_one(
+        self, y: NDArray[np.float32], nprobe: int, k: int, kcand: int, rerank: int
+    ) -> tuple[list[int], list[float], list[str]] | None:
+        """The latency path of an ip query in one kernel call: ``y`` a C-contiguous float32 (1, d) row, the same
+        for the re-rank; ``k``, ``kcand``, ``nprobe`` (<= nlist) and ``rerank`` (> 0 only with item vectors)
+        checked by the caller, which also checked ``answers_ids``. -> (rows, scores, ids) best first, or None
+        when ``y`` is not finite or its squared norm overflows (nothing searched)."""
+        ws = getattr(self._local, "ws", None)
+        if ws is None or ws.k != k:
+            ws = self._workspace(k)
+        ws.y[...] = y
+        if rerank:
+            ws.xr[...] = y
+        key = (True, True, nprobe, kcand, 0, rerank, "ip", True)  # as _run_workspace's for the same call
+        if key != ws.key:
+            h = ws.head
+            h[0], h[1], h[3], h[4], h[6] = nprobe, kcand, 0, 0, 0
+            h[10], h[11], h[12], h[13] = ws.p_xr, rerank, RERANK_MODES["ip"], ws.id_blob
+            ws.key = key
+        rc = _KERNEL.vqrec_lists_search_ws(self._addr, ws.p_head)  # type: ignore[union-attr]
+        if rc:
+            if rc == -2:
+                return None
+            raise MemoryError("partitioned search: out of memory")
+        n, nb = ws.out.tolist()
+        if nb < 0:  # the ids did not fit the workspace's buffer
+            rows = ws.I0[:n].tolist()
+            return rows, ws.D0[:n].tolist(), self._ids.take(rows)
+        return ws.I0[:n].tolist(), ws.D0[:n].tolist(), (str(ws.ids[:nb], "utf-8").split("\n") if n else [])
+
     def search_one(
         self,
         y: NDArray[np.float32],
