@@ -376,44 +376,92 @@ static inline float half_to_float(uint16_t h) {
     return f;
 }
 
-/* the coarse keys dot(y, c_l) of every list. ct holds the centroids in float16 (half the bytes to stream per
- * query; keys only order lists) in blocks of CT_BLOCK lists: block g is (d, CT_BLOCK), lists past nlist zero, so
- * a query streams the table once, in order. Summed over j in order with fused multiply-adds (fmaf is correctly
- * rounded), so both paths give the same bits. */
-#define CT_BLOCK 64
-static void coarse_scalar(const float *y, int64_t d, const uint16_t *ct, int64_t nlist, float *keys) {
-    for (int64_t l = 0; l < nlist; l++) {
-        const uint16_t *col = ct + (l / CT_BLOCK) * d * CT_BLOCK + l % CT_BLOCK;
+/* ---- probing: the nprobe best lists by coarse key ----------------------------------------------------------
+ * key_l = <y, c_l> * w_l + b_l (w/b may be NULL), best first, ties by lower list. The exact key sums over j in
+ * order with fused multiply-adds (fmaf is correctly rounded, so both paths give the same bits) over the centroids
+ * held in float16 (keys only order lists). Streaming every centroid per query would cost more than the scan at
+ * low nprobe, so a query first ranks the lists by an int8 key and computes the exact key of a shortlist only:
+ *     q_j = rint(y_j * 63 / max|y|)  (|q_j| <= 63),   c8_l = the int8 row of list l, scale s_l, row sum sum8_l
+ *     approx_l = (float)(<q + 64, c8_l> - 64 * sum8_l) * s_l * (max|y| / 63), then * w_l + b_l
+ * (q + 64 in 1..127 is the unsigned operand of vpmaddubsw: pair sums stay below 2^15). The SHORTLIST(nprobe) best
+ * by approx are re-keyed exactly; the nprobe best of those are probed. When the shortlist would hold every list
+ * (or more than SHORT_MAX), or y is zero or not finite, every list is keyed exactly. A NaN or -inf key is probed
+ * last (clamped to the lowest finite float: heap_push drops -inf). The numpy reference (probe_ref) takes the same
+ * steps; on the 1M recipe the shortlist held the exact top nprobe for every one of 1,000 queries up to nprobe 50. */
+#define C8_BLOCK 32
+#define SHORT_MAX 512
+#define SHORTLIST(np) ((np) + 8 + (np) / 2)
+
+typedef struct {
+    const uint16_t *c16;  /* (nlist, d) float16, row-major: the exact keys */
+    const int8_t *c8;     /* ceil(nlist / C8_BLOCK) blocks of (d4, C8_BLOCK, 4): the int8 rows, padded with 0 */
+    const float *c8s;     /* (nlist,) scale of each int8 row (c_l ~ c8_l * s_l) */
+    const int32_t *c8sum; /* (nlist,) sum of each int8 row */
+} Coarse;
+
+/* the exact keys <y, c_l> of the lists ls[0..n) (all lists when ls is NULL) into keys[0..n) */
+static void exact_keys_scalar(const float *y, int64_t d, const uint16_t *c16, const int64_t *ls, int64_t n,
+                              float *keys) {
+    for (int64_t i = 0; i < n; i++) {
+        const uint16_t *c = c16 + (ls ? ls[i] : i) * d;
         float s = 0.f;
-        for (int64_t j = 0; j < d; j++) s = fmaf(y[j], half_to_float(col[j * CT_BLOCK]), s);
-        keys[l] = s;
+        for (int64_t j = 0; j < d; j++) s = fmaf(y[j], half_to_float(c[j]), s);
+        keys[i] = s;
     }
 }
 
 #ifdef VQREC_X86
-#define LOADH(p) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p)))
-__attribute__((target("avx2,fma,f16c"))) static void coarse_avx2(const float *y, int64_t d, const uint16_t *ct,
-                                                                  int64_t nlist, float *keys) {
-    for (int64_t l = 0; l < nlist; l += CT_BLOCK) {
-        const uint16_t *blk = ct + (l / CT_BLOCK) * d * CT_BLOCK;
-        /* eight independent sums in flight: fewer would wait on the multiply-add's latency */
-        __m256 a[8];
-        for (int g = 0; g < 8; g++) a[g] = _mm256_setzero_ps();
+/* eight lists at a time, one lane each (the same sums in the same order as the scalar path) */
+__attribute__((target("avx2,fma,f16c"))) static void exact_keys_avx2(const float *y, int64_t d, const uint16_t *c16,
+                                                                      const int64_t *ls, int64_t n, float *keys) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const uint16_t *r[8];
+        for (int t = 0; t < 8; t++) r[t] = c16 + (ls ? ls[i + t] : i + t) * d;
+        __m256 a = _mm256_setzero_ps();
         for (int64_t j = 0; j < d; j++) {
-            const __m256 yj = _mm256_set1_ps(y[j]);
-            const uint16_t *row = blk + j * CT_BLOCK;
-            for (int g = 0; g < 8; g++) a[g] = _mm256_fmadd_ps(yj, LOADH(row + 8 * g), a[g]);
+            __m128i h = _mm_setr_epi16((short)r[0][j], (short)r[1][j], (short)r[2][j], (short)r[3][j],
+                                       (short)r[4][j], (short)r[5][j], (short)r[6][j], (short)r[7][j]);
+            a = _mm256_fmadd_ps(_mm256_set1_ps(y[j]), _mm256_cvtph_ps(h), a);
         }
-        if (l + CT_BLOCK <= nlist) {
-            for (int g = 0; g < 8; g++) _mm256_storeu_ps(keys + l + 8 * g, a[g]);
-        } else {
-            float tmp[CT_BLOCK];
-            for (int g = 0; g < 8; g++) _mm256_storeu_ps(tmp + 8 * g, a[g]);
-            memcpy(keys + l, tmp, sizeof(float) * (size_t)(nlist - l));
-        }
+        _mm256_storeu_ps(keys + i, a);
+    }
+    for (; i < n; i++) {
+        const uint16_t *c = c16 + (ls ? ls[i] : i) * d;
+        float s = 0.f;
+        for (int64_t j = 0; j < d; j++) s = fmaf(y[j], _cvtsh_ss(c[j]), s);
+        keys[i] = s;
     }
 }
 #endif
+
+/* q + 64 per dimension into u (d4 * 4 bytes, padded with 64: a zero), and max|y| / 63 into sy; 0 when y is zero or
+ * not finite (then no shortlist: every list keyed exactly) */
+static int quantize_query(const float *y, int64_t d, uint8_t *u, float *sy) {
+    float m = 0.f;
+    for (int64_t j = 0; j < d; j++) {
+        float a = fabsf(y[j]);
+        if (!(a <= 3.402823466e38f)) return 0; /* NaN or inf */
+        if (a > m) m = a;
+    }
+    if (!(m > 0.f)) return 0;
+    const float inv = 63.f / m;
+    for (int64_t j = 0; j < d; j++) u[j] = (uint8_t)((int)rintf(y[j] * inv) + 64);
+    for (int64_t j = d; j % 4; j++) u[j] = 64;
+    *sy = m / 63.f;
+    return 1;
+}
+
+/* <u, c8_l> of every list (u: 1..127, d4 groups of 4) into dots[0..nlist) */
+static void dots8_scalar(const uint8_t *u, int64_t d4, const int8_t *c8, int64_t nlist, int32_t *dots) {
+    for (int64_t l = 0; l < nlist; l++) {
+        const int8_t *c = c8 + (l / C8_BLOCK) * d4 * 4 * C8_BLOCK + (l % C8_BLOCK) * 4;
+        int32_t s = 0;
+        for (int64_t t = 0; t < d4; t++)
+            for (int e = 0; e < 4; e++) s += (int32_t)u[4 * t + e] * c[t * 4 * C8_BLOCK + e];
+        dots[l] = s;
+    }
+}
 
 #ifdef VQREC_X86
 __attribute__((target("avx2"))) static inline unsigned select_mask8(const float *k, float bar) {
@@ -421,45 +469,171 @@ __attribute__((target("avx2"))) static inline unsigned select_mask8(const float 
 }
 #endif
 
-/* the nprobe best lists by key_l * w_l + b_l (w/b may be NULL), best first, ties by lower list. A NaN or
- * -inf key is probed last (clamped to the lowest finite float: heap_push drops -inf). */
-static void select_lists(const float *y, int64_t d, const uint16_t *ct, int64_t nlist, const float *w, const float *b,
-                         int64_t nprobe, float *keys, float *hD, int64_t *probes, int impl) {
+static inline float key_term(float v, const float *w, const float *b, int64_t l);
+
 #ifdef VQREC_X86
-    if (impl == IMPL_AVX2)
-        coarse_avx2(y, d, ct, nlist, keys);
-    else
-#endif
-        coarse_scalar(y, d, ct, nlist, keys);
-    for (int64_t l = 0; l < nlist; l++) {
-        float v = keys[l];
-        if (w) v = v * w[l];
-        if (b) v = v + b[l];
-        keys[l] = (v != v || v == -INFINITY) ? -3.402823466e38f : v;
+/* the ns best lists by the int8 key into sl (unordered), in two passes. Pass 1 makes every key (the same arithmetic
+ * as the scalar path, eight lists per register) and each group of eight's maximum. A bar: split the groups into ns
+ * runs; the least of the runs' maxima is at most the ns-th best key (ns keys, one per run, reach it). Pass 2 keeps
+ * the keys at or above the bar (typically a few ns) in a reservoir, cut to the ns best. A heap fed in list order
+ * cost more than the dots (a push for each key that beat the running bar). Needs ns < nlist / 8. */
+__attribute__((target("avx2"))) static void shortlist_avx2(const uint8_t *u, int64_t d4, const Coarse *ct,
+                                                           int64_t nlist, float sy, const float *w, const float *b,
+                                                           int64_t ns, float *keys, float *rv, int64_t *rr,
+                                                           int64_t *sl) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    const __m256 vsy = _mm256_set1_ps(sy), low = _mm256_set1_ps(-3.402823466e38f), ninf = _mm256_set1_ps(-INFINITY);
+    const int64_t ng = (nlist + 7) / 8;
+    float gmax[(SHORT_MAX + 8) * 8 + 8]; /* one per group of eight lists; ng <= nlist / 8 + 1 */
+    float *gm = ng <= (int64_t)(sizeof gmax / sizeof gmax[0]) ? gmax : rv; /* rv has nlist > ng floats */
+    for (int64_t l = 0; l < nlist; l += C8_BLOCK) {
+        const int8_t *blk = ct->c8 + (l / C8_BLOCK) * d4 * 4 * C8_BLOCK;
+        __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0; /* in registers: no array */
+        for (int64_t t = 0; t < d4; t++) {
+            int32_t gq;
+            memcpy(&gq, u + 4 * t, 4);
+            const __m256i q = _mm256_set1_epi32(gq);
+            const __m256i *p = (const __m256i *)(blk + t * 4 * C8_BLOCK);
+            /* u * c pair sums (< 2^15: no saturation), then each group of four */
+            a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(_mm256_maddubs_epi16(q, _mm256_loadu_si256(p)), ones));
+            a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(_mm256_maddubs_epi16(q, _mm256_loadu_si256(p + 1)), ones));
+            a2 = _mm256_add_epi32(a2, _mm256_madd_epi16(_mm256_maddubs_epi16(q, _mm256_loadu_si256(p + 2)), ones));
+            a3 = _mm256_add_epi32(a3, _mm256_madd_epi16(_mm256_maddubs_epi16(q, _mm256_loadu_si256(p + 3)), ones));
+        }
+        int32_t dots[C8_BLOCK];
+        _mm256_storeu_si256((__m256i *)dots, a0);
+        _mm256_storeu_si256((__m256i *)(dots + 8), a1);
+        _mm256_storeu_si256((__m256i *)(dots + 16), a2);
+        _mm256_storeu_si256((__m256i *)(dots + 24), a3);
+        for (int g = 0; g < 4; g++) {
+            const int64_t l0 = l + 8 * g;
+            if (l0 >= nlist) break;
+            if (l0 + 8 <= nlist) {
+                const __m256i sum = _mm256_loadu_si256((const __m256i *)(ct->c8sum + l0));
+                const __m256i dv = _mm256_loadu_si256((const __m256i *)(dots + 8 * g));
+                __m256 v = _mm256_cvtepi32_ps(_mm256_sub_epi32(dv, _mm256_slli_epi32(sum, 6)));
+                v = _mm256_mul_ps(_mm256_mul_ps(v, _mm256_loadu_ps(ct->c8s + l0)), vsy);
+                if (w) v = _mm256_mul_ps(v, _mm256_loadu_ps(w + l0));
+                if (b) v = _mm256_add_ps(v, _mm256_loadu_ps(b + l0));
+                const __m256 bad = _mm256_or_ps(_mm256_cmp_ps(v, v, _CMP_UNORD_Q), _mm256_cmp_ps(v, ninf, _CMP_EQ_OQ));
+                v = _mm256_blendv_ps(v, low, bad);
+                _mm256_storeu_ps(keys + l0, v);
+                __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+                m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+                m4 = _mm_max_ss(m4, _mm_shuffle_ps(m4, m4, 1));
+                gm[l0 / 8] = _mm_cvtss_f32(m4);
+            } else { /* the last lists: one at a time (w / b end at nlist) */
+                float mx = -3.402823466e38f;
+                for (int j = 0; l0 + j < nlist; j++) {
+                    float v = (float)(dots[8 * g + j] - 64 * ct->c8sum[l0 + j]) * ct->c8s[l0 + j];
+                    keys[l0 + j] = key_term(v * sy, w, b, l0 + j);
+                    if (keys[l0 + j] > mx) mx = keys[l0 + j];
+                }
+                gm[l0 / 8] = mx;
+            }
+        }
     }
-    int64_t n = 0, l = 0;
+    float bar = INFINITY;
+    for (int64_t r = 0; r < ns; r++) { /* run r: groups [r * ng / ns, (r + 1) * ng / ns), never empty (ng > ns) */
+        float mx = -INFINITY;
+        for (int64_t g = r * ng / ns; g < (r + 1) * ng / ns; g++) mx = gm[g] > mx ? gm[g] : mx;
+        bar = mx < bar ? mx : bar;
+    }
+    const int64_t cap = RES_CAP(ns) < nlist ? RES_CAP(ns) : nlist;
+    Reservoir R = {rv, rr, 0, cap, ns, 0.f, 0, 0};
+    int64_t l = 0;
+    for (; l + 8 <= nlist; l += 8) {
+        unsigned m = select_mask8(keys + l, R.full && R.bar > bar ? R.bar : bar);
+        while (m) {
+            int j = __builtin_ctz(m);
+            m &= m - 1;
+            res_push(&R, keys[l + j], l + j);
+        }
+    }
+    for (; l < nlist; l++)
+        if (keys[l] >= bar) res_push(&R, keys[l], l);
+    res_cut(&R);
+    memcpy(sl, rr, sizeof(int64_t) * (size_t)ns);
+}
+#endif
+
+/* key * w + b, NaN / -inf clamped to the lowest finite float */
+static inline float key_term(float v, const float *w, const float *b, int64_t l) {
+    if (w) v = v * w[l];
+    if (b) v = v + b[l];
+    return (v != v || v == -INFINITY) ? -3.402823466e38f : v;
+}
+
+/* the n best of keys[0..nl) (ids ls[i], or i) into hD / probes, best first, ties by lower id */
+static void best_of(const float *keys, const int64_t *ls, int64_t nl, int64_t n, float *hD, int64_t *probes,
+                    int impl) {
+    int64_t cnt = 0, i = 0;
 #ifdef VQREC_X86
-    if (impl == IMPL_AVX2) { /* whole groups of 8 below the bar skip the heap */
-        for (; l + 8 <= nlist; l += 8) {
-            unsigned m = n < nprobe ? 0xFFu : select_mask8(keys + l, hD[0]);
+    if (impl == IMPL_AVX2 && !ls) { /* whole groups of 8 below the bar skip the heap */
+        for (; i + 8 <= nl; i += 8) {
+            unsigned m = cnt < n ? 0xFFu : select_mask8(keys + i, hD[0]);
             while (m) {
                 int j = __builtin_ctz(m);
                 m &= m - 1;
-                if (n == nprobe && keys[l + j] < hD[0]) continue;
-                heap_push(hD, probes, &n, nprobe, keys[l + j], l + j);
+                if (cnt == n && keys[i + j] < hD[0]) continue;
+                heap_push(hD, probes, &cnt, n, keys[i + j], i + j);
             }
         }
     }
 #endif
-    for (; l < nlist; l++) {
-        if (n == nprobe && keys[l] < hD[0]) continue; /* below the worst kept: cannot enter */
-        heap_push(hD, probes, &n, nprobe, keys[l], l);
+    for (; i < nl; i++) {
+        if (cnt == n && keys[i] < hD[0]) continue; /* below the worst kept: cannot enter */
+        heap_push(hD, probes, &cnt, n, keys[i], ls ? ls[i] : i);
     }
-    heap_finish(hD, probes, n, nprobe);
+    heap_finish(hD, probes, cnt, n);
+}
+
+/* the nprobe best lists (module comment above) into probes; scratch keys (nlist), hD (nlist) */
+static void select_lists(const float *y, int64_t d, const Coarse *ct, int64_t nlist, const float *w, const float *b,
+                         int64_t nprobe, float *keys, float *hD, int64_t *probes, int impl) {
+    const int64_t ns = SHORTLIST(nprobe), d4 = (d + 3) / 4;
+    uint8_t u[1028];
+    float sy = 0.f;
+    if (ns >= nlist || ns > SHORT_MAX || d4 * 4 > (int64_t)sizeof u || !quantize_query(y, d, u, &sy)) {
+#ifdef VQREC_X86
+        if (impl == IMPL_AVX2)
+            exact_keys_avx2(y, d, ct->c16, NULL, nlist, keys);
+        else
+#endif
+            exact_keys_scalar(y, d, ct->c16, NULL, nlist, keys);
+        for (int64_t l = 0; l < nlist; l++) keys[l] = key_term(keys[l], w, b, l);
+        best_of(keys, NULL, nlist, nprobe, hD, probes, impl);
+        return;
+    }
+    int64_t sl[SHORT_MAX];
+    float sk[SHORT_MAX];
+#ifdef VQREC_X86
+    if (impl == IMPL_AVX2 && ns < nlist / 8) {
+        shortlist_avx2(u, d4, ct, nlist, sy, w, b, ns, keys, hD, probes, sl);
+    } else
+#endif
+    {
+        int32_t *dots = (int32_t *)keys; /* same size: each dot is read before its key is written */
+        dots8_scalar(u, d4, ct->c8, nlist, dots);
+        for (int64_t l = 0; l < nlist; l++) {
+            float v = (float)(dots[l] - 64 * ct->c8sum[l]) * ct->c8s[l];
+            keys[l] = key_term(v * sy, w, b, l);
+        }
+        best_of(keys, NULL, nlist, ns, hD, probes, impl);
+        memcpy(sl, probes, sizeof(int64_t) * (size_t)ns);
+    }
+#ifdef VQREC_X86
+    if (impl == IMPL_AVX2)
+        exact_keys_avx2(y, d, ct->c16, sl, ns, sk);
+    else
+#endif
+        exact_keys_scalar(y, d, ct->c16, sl, ns, sk);
+    for (int64_t i = 0; i < ns; i++) sk[i] = key_term(sk[i], w, b, sl[i]);
+    best_of(sk, sl, ns, nprobe, hD, probes, impl);
 }
 
 /* the lists a query scans: probes_in's row, all lists, or the nprobe best by coarse key */
-static const int64_t *query_lists(int64_t qi, const float *ys, int64_t d, const uint16_t *ct, int64_t nlist,
+static const int64_t *query_lists(int64_t qi, const float *ys, int64_t d, const Coarse *ct, int64_t nlist,
                                   const float *w, const float *b, int64_t nprobe, const int64_t *probes_in,
                                   float *keys, float *hD, int64_t *probes, int impl) {
     if (probes_in) return probes_in + qi * nprobe;
@@ -476,7 +650,7 @@ static const int64_t *query_lists(int64_t qi, const float *ys, int64_t d, const 
  * cD/cI (RES_CAP(kcand)) per call. Out: D/I (nq, k), scanned (nq,) items visited. Returns nothing. */
 void vqrec_fs_search_many(int64_t nq, const float *luts, int64_t M, const uint8_t *packed,
                           const int64_t *list_rows, const int64_t *list_blocks, int64_t nlist, const float *ys,
-                          int64_t d, const uint16_t *ct, const float *w, const float *b, int64_t nprobe,
+                          int64_t d, const Coarse *ct, const float *w, const float *b, int64_t nprobe,
                           const int64_t *probes_in, const float *alphas, const float *scale, const float *add,
                           int64_t kcand, int64_t k, float *D, int64_t *I, int64_t *scanned, float *keys,
                           float *cD, int64_t *cI, int64_t *probes, float *hD, int impl) {
@@ -540,7 +714,7 @@ void vqrec_scan_range8(const float *lut, int64_t M, int64_t ksub, const uint8_t 
                        int64_t *n);
 
 void vqrec_ivf8_search_many(int64_t nq, const float *luts, int64_t M, int64_t ksub, const uint8_t *codes,
-                            const int64_t *list_rows, int64_t nlist, const float *ys, int64_t d, const uint16_t *ct,
+                            const int64_t *list_rows, int64_t nlist, const float *ys, int64_t d, const Coarse *ct,
                             const float *w, const float *b, int64_t nprobe, const int64_t *probes_in,
                             const float *alphas, const float *scale, const float *add, int64_t k, float *D,
                             int64_t *I, int64_t *scanned, float *keys, int64_t *probes, float *hD, int impl) {
@@ -569,7 +743,7 @@ typedef struct {
     const uint8_t *packed; /* 4-bit layout, or NULL */
     const uint8_t *codes;  /* (n, M) one code per byte in row order, used when packed is NULL */
     const int64_t *list_rows, *list_blocks;
-    const uint16_t *ct;         /* float16 centroids in blocks of CT_BLOCK lists (coarse_scalar) */
+    const Coarse *ct;           /* the coarse table (select_lists) */
     const float *w, *b;         /* key weights and offsets (may be NULL) */
     const float *scale, *add;   /* per-row score terms (may be NULL) */
     const float *lutmat;        /* (M, lut_dt, ksub): the lookup table of a vector is computed here */

@@ -25,9 +25,14 @@ from .adc import _KERNEL, TopK, _ptr, run_chunks
 from .errors import NonFiniteError
 from .fastscan_ref import (  # noqa: F401 (re-exported: the references sit beside what they check)
     BLOCK,
+    C8_BLOCK,
+    CoarseTable,
     _exact8_ref,
+    _exact_keys,
+    _key_terms,
     approx_scores_ref,
     block_sums_ref,
+    coarse_table,
     exact_scores_ref,
     item_vectors_f32,
     lut_ref,
@@ -214,6 +219,10 @@ class PackedCodes:
         return np.asarray(self).tolist()
 
 
+class _Coarse(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_void_p) for name in ("c16", "c8", "c8s", "c8sum")]
+
+
 class _Lists(ctypes.Structure):
     _fields_ = [
         *[(name, ctypes.c_int64) for name in ("M", "ksub", "nlist", "d")],
@@ -253,20 +262,7 @@ if _BOUND:
     _g.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
 
 
-CT_BLOCK = 64  # lists per block of the kernel's centroid table (_fastscan.c)
 ID_ROOM = 1 << 18  # bytes of a search workspace's id buffer at most
-
-
-def coarse_blocks(centroids_t: NDArray[np.float16]) -> NDArray[np.float16]:
-    """The kernel's centroid table: (d, nlist) float16 as (ceil(nlist / CT_BLOCK), d, CT_BLOCK) blocks, the lists
-    past nlist zero, so one query streams it in order."""
-    d, nlist = centroids_t.shape
-    nb = -(-nlist // CT_BLOCK)
-    out = np.zeros((nb, d, CT_BLOCK), np.float16)
-    padded = np.zeros((d, nb * CT_BLOCK), np.float16)
-    padded[:, :nlist] = centroids_t
-    out[:] = padded.reshape(d, nb, CT_BLOCK).transpose(1, 0, 2)
-    return out
 
 
 class ListScan:
@@ -300,9 +296,11 @@ class ListScan:
             raise ValueError("ListScan needs packed 4-bit codes or a code table")
         self.M, self.ksub = M, ksub
         self.list_rows = _contig(list_rows, np.int64)
-        # float16 in the kernel: half the bytes streamed per query (keys only order the lists)
+        # float16 and int8 rows in the kernel (keys only order the lists; the int8 key picks a shortlist)
         self.d, self.nlist = centroids_t.shape
-        self._ct_blocks = coarse_blocks(np.asarray(centroids_t, dtype=np.float16))  # the only copy kept
+        self.coarse = coarse_table(np.asarray(centroids_t, np.float32).T)
+        self._coarse = _Coarse(*(_ptr(a) for a in (self.coarse.c16, self.coarse.c8, self.coarse.c8s,
+                                                    self.coarse.c8sum)))  # fmt: skip
         self.w, self.b = _contig(w, np.float32), _contig(b, np.float32)
         # per-row terms padded by a block: the kernel reads a list's last block whole (an array that already
         # has the padding is used in place)
@@ -322,11 +320,12 @@ class ListScan:
         self._struct = _Lists(
             M, ksub, self.nlist, self.d,
             *(_ptr(a) for a in (self.packed, None if packed is not None else self.codes, self.list_rows,
-                                self.list_blocks, self._ct_blocks, self.w, self.b, self.scale, self.add,
+                                self.list_blocks, None, self.w, self.b, self.scale, self.add,
                                 self.lutmat)),
             0 if lutmat is None else lutmat.shape[1], lut_ystep,
             _ptr(self.vectors), 0 if self.vectors is None else _VEC_TYPES[self.vectors.dtype], _ptr(self.vector_scale),
         )  # fmt: skip
+        self._struct.ct = ctypes.addressof(self._coarse)
         self._addr = ctypes.addressof(self._struct)
         self._local = threading.local()
         self._ids: Any = None
@@ -334,9 +333,8 @@ class ListScan:
 
     @property
     def centroids_t(self) -> NDArray[np.float16]:
-        """(d, nlist) float16 centroids, as the kernel holds them (read back from its blocks)."""
-        nb = self._ct_blocks.shape[0]
-        return self._ct_blocks.transpose(1, 0, 2).reshape(self.d, nb * CT_BLOCK)[:, : self.nlist]
+        """(d, nlist) float16 centroids, as the kernel holds them for the exact keys."""
+        return self.coarse.c16.T
 
     def _workspace(self, k: int) -> _Workspace:
         ws = getattr(self._local, "ws", None)
@@ -589,14 +587,13 @@ def _search_numpy(ls: ListScan, luts, ys, alpha, nprobe, k, kcand, probes):  # t
     """The kernel's search without the kernel (slow; used only when the C library is not built)."""
     nq = len(luts)
     lr, nlist = ls.list_rows, ls.nlist
-    ct = np.ascontiguousarray(ls.centroids_t.T.astype(np.float32))
     codes = ls.codes if ls.packed is None else unpack_rows(ls.packed, ls.M, lr, np.arange(lr[-1]))
     alpha = np.asarray(alpha, np.float32).reshape(nq)
     D = np.full((nq, k), -np.inf, np.float32)
     I = np.full((nq, k), -1, np.int64)  # noqa: E741
     scanned = np.zeros(nq, np.int64)
     for q in range(nq):
-        lists = probes[q] if probes is not None else probe_ref(ys[q], ct, ls.w, ls.b, nprobe)
+        lists = probes[q] if probes is not None else probe_ref(ys[q], ls.coarse, ls.w, ls.b, nprobe)
         lists = lists[(lists >= 0) & (lists < nlist)]
         scanned[q] = int(sum(lr[ll + 1] - lr[ll] for ll in lists))
         if ls.packed is not None:

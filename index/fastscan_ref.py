@@ -11,6 +11,7 @@ the exact re-rank the flat index path runs itself.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -99,27 +100,92 @@ def exact_scores_ref(
     return v.astype(np.float32)
 
 
+C8_BLOCK = 32  # lists per block of the int8 centroid table (_fastscan.c)
+SHORT_MAX = 512  # longest shortlist of lists re-keyed exactly (_fastscan.c)
+
+
+def shortlist_size(nprobe: int) -> int:
+    """Lists ranked by the int8 key whose exact key is computed (``SHORTLIST`` in _fastscan.c)."""
+    return nprobe + 8 + nprobe // 2
+
+
+@dataclass(frozen=True)
+class CoarseTable:
+    """The coarse centroids as the kernel holds them: float16 rows for the exact keys, int8 rows (blocked for the
+    SIMD path) with a scale and a row sum each for the shortlist (``_fastscan.c``, "probing")."""
+
+    c16: NDArray[np.float16]  # (nlist, d)
+    c8: NDArray[np.int8]  # (ceil(nlist / C8_BLOCK), ceil(d / 4), C8_BLOCK, 4), zero past nlist and d
+    c8s: NDArray[np.float32]  # (nlist,)
+    c8sum: NDArray[np.int32]  # (nlist,)
+
+    @property
+    def nlist(self) -> int:
+        return len(self.c16)
+
+    def rows8(self) -> NDArray[np.int8]:
+        """(nlist, d) int8 rows."""
+        nb, d4, _, _ = self.c8.shape
+        return self.c8.transpose(0, 2, 1, 3).reshape(nb * C8_BLOCK, d4 * 4)[: self.nlist, : self.c16.shape[1]]
+
+
+def coarse_table(centroids: NDArray[np.float32]) -> CoarseTable:
+    """The kernel's table of (nlist, d) centroids: float16 rows, and int8 rows scaled per list by max |c| / 127."""
+    c = np.nan_to_num(np.asarray(centroids, np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    nlist, d = c.shape
+    s = (np.abs(c).max(axis=1, initial=0.0) / np.float32(127)).astype(np.float32)
+    q = np.rint(c / np.where(s > 0, s, 1)[:, None]).clip(-127, 127).astype(np.int8)
+    nb, d4 = -(-nlist // C8_BLOCK), -(-d // 4)
+    blocks = np.zeros((nb * C8_BLOCK, d4 * 4), np.int8)
+    blocks[:nlist, :d] = q
+    c8 = np.ascontiguousarray(blocks.reshape(nb, C8_BLOCK, d4, 4).transpose(0, 2, 1, 3))
+    return CoarseTable(c16=np.ascontiguousarray(c.astype(np.float16)), c8=c8, c8s=s,
+                       c8sum=q.sum(axis=1, dtype=np.int32))  # fmt: skip
+
+
+def _key_terms(keys: NDArray[np.float32], lists: NDArray[np.int64], w, b) -> NDArray[np.float32]:  # type: ignore[no-untyped-def]
+    if w is not None:
+        keys = keys * w[lists]
+    if b is not None:
+        keys = keys + b[lists]
+    return np.where(np.isnan(keys) | (keys == -np.inf), np.float32(-3.402823466e38), keys).astype(np.float32)
+
+
+def _exact_keys(y: NDArray[np.float32], c16: NDArray[np.float16]) -> NDArray[np.float32]:
+    keys = np.zeros(len(c16), np.float32)
+    for j in range(len(y)):  # fused multiply-add: the product is exact in float64, one rounding to float32
+        keys = (keys.astype(np.float64) + np.float64(y[j]) * c16[:, j].astype(np.float64)).astype(np.float32)
+    return keys
+
+
+def _best(keys: NDArray[np.float32], lists: NDArray[np.int64], n: int) -> NDArray[np.int64]:
+    """The n best lists by key, ties by lower list."""
+    return lists[np.lexsort((lists, -keys))[:n]].astype(np.int64)
+
+
 def probe_ref(
     y: NDArray[np.float32],
-    centroids: NDArray[np.float32],
+    table: CoarseTable,
     w: NDArray[np.float32] | None,
     b: NDArray[np.float32] | None,
     nprobe: int,
 ) -> NDArray[np.int64]:
-    """The nprobe best lists by <y, c_l> * w_l + b_l (summed over dimensions in order with fused
-    multiply-adds, as the kernel; the kernel holds centroids in float16: pass them rounded so)."""
-    nlist = len(centroids)
+    """The nprobe best lists by <y, c_l> * w_l + b_l, as the kernel finds them: ranked by the int8 key, the
+    shortlist re-keyed exactly (summed over dimensions in order with fused multiply-adds, on the float16 rows)."""
+    nlist, d = table.c16.shape
     if nprobe >= nlist:
         return np.arange(nlist, dtype=np.int64)
-    keys = np.zeros(nlist, np.float32)
-    for j in range(len(y)):  # fused multiply-add: the product is exact in float64, one rounding to float32
-        keys = (keys.astype(np.float64) + np.float64(y[j]) * centroids[:, j].astype(np.float64)).astype(np.float32)
-    if w is not None:
-        keys = keys * w
-    if b is not None:
-        keys = keys + b
-    keys = np.where(np.isnan(keys) | (keys == -np.inf), np.float32(-3.402823466e38), keys).astype(np.float32)
-    return np.lexsort((np.arange(nlist), -keys))[:nprobe].astype(np.int64)
+    y = np.asarray(y, np.float32)
+    every = np.arange(nlist, dtype=np.int64)
+    ns, m = shortlist_size(nprobe), np.float32(np.abs(y).max(initial=0.0))
+    if ns >= nlist or ns > SHORT_MAX or -(-d // 4) * 4 > 1028 or not (np.isfinite(y).all() and m > 0):
+        return _best(_key_terms(_exact_keys(y, table.c16), every, w, b), every, nprobe)
+    q = np.rint(y * (np.float32(63) / m)).astype(np.int64)  # float32 product, rounded half to even as rintf
+    dots = table.rows8().astype(np.int64) @ q  # = <q + 64, c8> - 64 * sum(c8), exactly
+    approx = (dots.astype(np.float32) * table.c8s) * (m / np.float32(63))
+    short = _best(_key_terms(approx.astype(np.float32), every, w, b), every, ns)
+    exact = _key_terms(_exact_keys(y, table.c16[short]), short, w, b)
+    return _best(exact, short, nprobe)
 
 
 def search_ref(

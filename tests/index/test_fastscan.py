@@ -90,14 +90,13 @@ def test_search_every_path_equals_reference(impl: str, terms: bool, M: int) -> N
     n, sizes = 700, [0, 1, 130, 64, 200, 5, 300]
     ls, codes, rows, cent, scale, add = _scan(M, n, sizes, seed=M, terms=terms)
     rng = np.random.default_rng(7)
-    c16 = cent.astype(np.float16).astype(np.float32)  # the kernel keeps centroids in float16
     for _ in range(5):
         lut = rng.standard_normal((M, 16)).astype(np.float32)
         y = rng.standard_normal((1, cent.shape[1])).astype(np.float32)
         alpha = np.float32(rng.uniform(0.5, 2))
         for nprobe, kcand, k in ((1, 10, 10), (3, 40, 10), (7, 16, 25), (7, 700, 5)):
             top, scanned = ls.search(lut[None], y, np.array([alpha]), nprobe=nprobe, k=k, kcand=kcand, impl=impl)
-            lists = fs.probe_ref(y[0], c16, None, None, nprobe)
+            lists = fs.probe_ref(y[0], ls.coarse, None, None, nprobe)
             ref = fs.search_ref(lut, codes, rows, lists, float(alpha), scale, add, kcand, k)
             assert np.array_equal(top.I, ref.I), (nprobe, kcand, k)
             assert np.array_equal(top.D, ref.D)
@@ -150,7 +149,7 @@ def test_code_table_lists_equal_reference(impl: str, ksub: int) -> None:
         y = rng.standard_normal((1, 5)).astype(np.float32)
         for nprobe in (1, 2, 4):
             top, _ = ls.search(lut[None], y, np.array([1.5], np.float32), nprobe=nprobe, k=12, impl=impl)
-            lists = fs.probe_ref(y[0], cent.astype(np.float16).astype(np.float32), w, None, nprobe)
+            lists = fs.probe_ref(y[0], ls.coarse, w, None, nprobe)
             ref = fs._exact8_ref(lut, codes, rows, lists, 1.5, scale, None, 12)
             assert np.array_equal(top.I, ref.I)
             assert np.allclose(top.D, ref.D, rtol=1e-6)
@@ -218,12 +217,14 @@ def test_kernel_rerank_equals_reference(vtype: str, mode: str) -> None:
 
 
 @pytest.mark.parametrize("impl", PATHS)
-@pytest.mark.parametrize("nlist", [1, 63, 64, 65, 200])
-def test_probing_over_blocks_of_lists_equals_reference(impl: str, nlist: int) -> None:
-    """The centroid table is held in blocks of CT_BLOCK lists (the last one padded): every list is probed in the
-    reference's order, whatever nlist is."""
-    rng = np.random.default_rng(nlist)
-    M, d = 8, 24
+@pytest.mark.parametrize("nlist", [1, 31, 32, 33, 65, 203])
+@pytest.mark.parametrize("d", [13, 24])
+def test_probing_over_blocks_of_lists_equals_reference(impl: str, nlist: int, d: int) -> None:
+    """The int8 centroid table is held in blocks of C8_BLOCK lists (the last one padded, d padded to a multiple of
+    4): every list is probed in the reference's order (int8 shortlist, exact float16 keys), whatever nlist and d
+    are; the int8 rows are the centroids to half a step."""
+    rng = np.random.default_rng(nlist + d)
+    M = 8
     sizes = rng.integers(0, 6, nlist).tolist()
     n = int(sum(sizes))
     codes = rng.integers(0, 16, (n, M), dtype=np.uint8)
@@ -232,17 +233,54 @@ def test_probing_over_blocks_of_lists_equals_reference(impl: str, nlist: int) ->
     w = rng.uniform(0.5, 2, nlist).astype(np.float32)
     ls = fs.ListScan(M=M, ksub=16, list_rows=rows, centroids_t=cent.T, scale=None, add=None, w=w,
                      packed=fs.pack(codes, rows))  # fmt: skip
-    assert ls._ct_blocks.shape == (-(-nlist // fs.CT_BLOCK), d, fs.CT_BLOCK)
-    c16 = cent.astype(np.float16).astype(np.float32)
+    table = ls.coarse
+    assert table.c8.shape == (-(-nlist // fs.C8_BLOCK), -(-d // 4), fs.C8_BLOCK, 4)
+    step = table.c8s[:, None]
+    assert np.all(np.abs(table.rows8() * step - cent) <= step / 2 * (1 + 1e-5))
+    assert np.array_equal(table.c8sum, table.rows8().sum(axis=1))
     for _ in range(4):
         lut = rng.standard_normal((M, 16)).astype(np.float32)
         y = rng.standard_normal((1, d)).astype(np.float32)
         for nprobe in sorted({1, 5, max(1, nlist - 1)}):
             top, scanned = ls.search(lut[None], y, None, nprobe=nprobe, k=10, kcand=n or 1, impl=impl)
-            lists = fs.probe_ref(y[0], c16, w, None, nprobe)
+            lists = fs.probe_ref(y[0], table, w, None, nprobe)
             assert scanned[0] == sum(sizes[ll] for ll in lists), nprobe
             ref = fs.search_ref(lut, codes, rows, lists, 1.0, None, None, n or 1, 10)
             assert np.array_equal(top.I, ref.I) and np.array_equal(top.D, ref.D)
+
+
+@pytest.mark.parametrize("impl", PATHS)
+def test_int8_shortlist_finds_the_exact_best_lists(impl: str) -> None:
+    """The int8 key only picks which lists get an exact key: on clustered data the probed lists are those of the
+    exact keys (float16 rows, every list keyed). A zero query or one with a NaN keys every list exactly."""
+    rng = np.random.default_rng(3)
+    nlist, d, M = 300, 32, 8
+    cent = (rng.standard_normal((nlist, d)) * rng.uniform(0.2, 3, (nlist, 1))).astype(np.float32)
+    w = rng.uniform(0.5, 2, nlist).astype(np.float32)
+    b = rng.uniform(-1, 1, nlist).astype(np.float32)
+    sizes = [3] * nlist
+    rows = _lists(3 * nlist, sizes)
+    codes = rng.integers(0, 16, (3 * nlist, M), dtype=np.uint8)
+    ls = fs.ListScan(M=M, ksub=16, list_rows=rows, centroids_t=cent.T, scale=None, add=None, w=w, b=b,
+                     packed=fs.pack(codes, rows))  # fmt: skip
+    c16 = ls.coarse.c16.astype(np.float64)
+    lut = np.zeros((1, M, 16), np.float32)
+    same = 0
+    ys = (cent[rng.integers(0, nlist, 200)] + 0.3 * rng.standard_normal((200, d))).astype(np.float32)
+    for y in ys:
+        for nprobe in (1, 4, 16, 64):
+            exact = (c16 @ y.astype(np.float64)) * w + b
+            want = set(np.argsort(-exact, kind="stable")[:nprobe].tolist())
+            got = fs.probe_ref(y, ls.coarse, w, b, nprobe)
+            top, _ = ls.search(lut, y[None], None, nprobe=nprobe, k=3 * nprobe, kcand=3 * nprobe, impl=impl)
+            assert set((top.I[0] // 3).tolist()) == set(got.tolist())  # the kernel probes the reference's lists
+            same += set(got.tolist()) == want
+    assert same >= 0.99 * 4 * len(ys)
+    for y in (np.zeros(d, np.float32), np.where(np.arange(d) == 3, np.nan, ys[0]).astype(np.float32)):
+        full = fs.probe_ref(y, fs.coarse_table(cent), w, b, 5)
+        with np.errstate(invalid="ignore"):
+            keys = fs._key_terms(fs._exact_keys(y, ls.coarse.c16), np.arange(nlist), w, b)
+        assert np.array_equal(full, np.lexsort((np.arange(nlist), -keys))[:5])
 
 
 def test_search_one_writes_the_answer_ids() -> None:
