@@ -64,7 +64,7 @@ static int resolve_impl(int impl) {
 /* ---- lookup-table quantization --------------------------------------------------------------- */
 
 /* lut (M, 16) float -> q (M/2 pairs x 32 bytes), delta and bias (sum of the per-table minima). */
-void vqrec_fs_quantize_lut(const float *lut, int64_t M, uint8_t *q, float *delta_out, float *bias_out) {
+static void quantize_lut_scalar(const float *lut, int64_t M, uint8_t *q, float *delta_out, float *bias_out) {
     float range = 0.f, bias = 0.f;
     float mins[256];
     for (int64_t m = 0; m < M; m++) {
@@ -89,6 +89,53 @@ void vqrec_fs_quantize_lut(const float *lut, int64_t M, uint8_t *q, float *delta
     }
     *delta_out = delta;
     *bias_out = bias;
+}
+
+#ifdef VQREC_X86
+/* the same steps sixteen entries at a time (a table of finite values: min / max do not depend on the order) */
+__attribute__((target("avx2"))) static void quantize_lut_avx2(const float *lut, int64_t M, uint8_t *q,
+                                                              float *delta_out, float *bias_out) {
+    float range = 0.f, bias = 0.f;
+    float mins[256];
+    for (int64_t m = 0; m < M; m++) {
+        const __m256 a = _mm256_loadu_ps(lut + m * 16), b = _mm256_loadu_ps(lut + m * 16 + 8);
+        __m128 mn = _mm_min_ps(_mm256_castps256_ps128(_mm256_min_ps(a, b)), _mm256_extractf128_ps(_mm256_min_ps(a, b), 1));
+        __m128 mx = _mm_max_ps(_mm256_castps256_ps128(_mm256_max_ps(a, b)), _mm256_extractf128_ps(_mm256_max_ps(a, b), 1));
+        mn = _mm_min_ps(mn, _mm_movehl_ps(mn, mn));
+        mx = _mm_max_ps(mx, _mm_movehl_ps(mx, mx));
+        const float lo = _mm_cvtss_f32(_mm_min_ss(mn, _mm_shuffle_ps(mn, mn, 1)));
+        const float hi = _mm_cvtss_f32(_mm_max_ss(mx, _mm_shuffle_ps(mx, mx, 1)));
+        mins[m] = lo;
+        bias += lo;
+        if (hi - lo > range) range = hi - lo;
+    }
+    const float delta = range > 0.f ? range / 255.f : 1.f;
+    const __m256 vd = _mm256_set1_ps(delta), half = _mm256_set1_ps(0.5f);
+    const __m256i top = _mm256_set1_epi32(255);
+    for (int64_t m = 0; m < M; m++) {
+        const __m256 lo = _mm256_set1_ps(mins[m]);
+        __m256 v0 = _mm256_add_ps(_mm256_div_ps(_mm256_sub_ps(_mm256_loadu_ps(lut + m * 16), lo), vd), half);
+        __m256 v1 = _mm256_add_ps(_mm256_div_ps(_mm256_sub_ps(_mm256_loadu_ps(lut + m * 16 + 8), lo), vd), half);
+        /* v >= 0.5: truncation is floor; then at most 255, as u16 in item order, as bytes */
+        __m256i i0 = _mm256_min_epi32(_mm256_cvttps_epi32(v0), top), i1 = _mm256_min_epi32(_mm256_cvttps_epi32(v1), top);
+        __m256i p = _mm256_permute4x64_epi64(_mm256_packus_epi32(i0, i1), 0xD8);
+        __m128i bytes = _mm_packus_epi16(_mm256_castsi256_si128(p), _mm256_extracti128_si256(p, 1));
+        _mm_storeu_si128((__m128i *)(q + (m / 2) * 32 + (m % 2) * 16), bytes);
+    }
+    *delta_out = delta;
+    *bias_out = bias;
+}
+#endif
+
+/* the quantized table (impl as the searches: 0 auto, 1 scalar, 2 AVX2; the same bytes) */
+void vqrec_fs_quantize_lut(const float *lut, int64_t M, uint8_t *q, float *delta_out, float *bias_out, int impl) {
+#ifdef VQREC_X86
+    if (resolve_impl(impl) == IMPL_AVX2) {
+        quantize_lut_avx2(lut, M, q, delta_out, bias_out);
+        return;
+    }
+#endif
+    quantize_lut_scalar(lut, M, q, delta_out, bias_out);
 }
 
 /* ---- packing ---------------------------------------------------------------------------------- */
@@ -661,7 +708,7 @@ void vqrec_fs_search_many(int64_t nq, const float *luts, int64_t M, const uint8_
     for (int64_t qi = 0; qi < nq; qi++) {
         const float *lut = luts + qi * M * 16;
         Query Q = {lut, q, M, 0.f, 0.f, alphas[qi], scale, add, {cD, cI, 0, RES_CAP(kcand), kcand, 0.f, 0, 0}};
-        vqrec_fs_quantize_lut(lut, M, q, &Q.delta, &Q.qbias);
+        vqrec_fs_quantize_lut(lut, M, q, &Q.delta, &Q.qbias, impl);
         const int64_t *pr = query_lists(qi, ys, d, ct, nlist, w, b, nprobe, probes_in, keys, hD, probes, impl);
         int64_t np = nprobe < nlist ? nprobe : nlist, seen = 0;
         for (int64_t p = 0; p < np; p++) {
@@ -826,7 +873,34 @@ static void make_lut(const vqrec_lists_t *L, const float *y, float *lut) {
     }
 }
 
-void vqrec_lists_lut(const vqrec_lists_t *L, const float *y, float *lut) { make_lut(L, y, lut); }
+#ifdef VQREC_X86
+/* the same sums eight entries at a time (mul then add, in the same order) */
+__attribute__((target("avx2"))) static void make_lut_avx2(const vqrec_lists_t *L, const float *y, float *lut) {
+    const int64_t M = L->M, ks = L->ksub, dt = L->lut_dt, step = L->lut_ystep;
+    for (int64_t m = 0; m < M; m++) {
+        float *o = lut + m * ks;
+        for (int64_t j = 0; j < ks; j += 8) {
+            __m256 acc = _mm256_setzero_ps();
+            for (int64_t t = 0; t < dt; t++)
+                acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_set1_ps(y[m * step + t]),
+                                                       _mm256_loadu_ps(L->lutmat + (m * dt + t) * ks + j)));
+            _mm256_storeu_ps(o + j, acc);
+        }
+    }
+}
+#endif
+
+static void make_lut_impl(const vqrec_lists_t *L, const float *y, float *lut, int impl) {
+#ifdef VQREC_X86
+    if (L->ksub % 8 == 0 && resolve_impl(impl) == IMPL_AVX2) {
+        make_lut_avx2(L, y, lut);
+        return;
+    }
+#endif
+    make_lut(L, y, lut);
+}
+
+void vqrec_lists_lut(const vqrec_lists_t *L, const float *y, float *lut, int impl) { make_lut_impl(L, y, lut, impl); }
 
 /* nq queries: luts (nq, M, ksub) or NULL (computed from ys here), ys (nq, d), alphas (nq,) or NULL (1).
  * Scratch is allocated here. Returns 0, or -1 when
@@ -856,7 +930,7 @@ int64_t vqrec_lists_search(const vqrec_lists_t *L, int64_t nq, const float *luts
         const float *lq = luts ? luts + q0 * L->M * L->ksub : lbuf, *aq = alphas ? alphas + q0 : &one;
         const float *yq = ys + q0 * L->d;
         const int64_t *pq = probes_in ? probes_in + q0 * nprobe : NULL;
-        if (!luts) make_lut(L, yq, lbuf);
+        if (!luts) make_lut_impl(L, yq, lbuf, impl);
         if (L->packed)
             vqrec_fs_search_many(step, lq, L->M, L->packed, L->list_rows, L->list_blocks, nl, yq, L->d, L->ct, L->w,
                                  L->b, nprobe, pq, aq, L->scale, L->add, kc, k, D + q0 * k, I + q0 * k, scanned + q0,

@@ -55,8 +55,8 @@ def _bind() -> bool:
     p, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
     sig = {
         "vqrec_fs_has_avx2": (i32, []),
-        "vqrec_lists_lut": (None, [p, p, p]),
-        "vqrec_fs_quantize_lut": (None, [p, i64, p, p, p]),
+        "vqrec_lists_lut": (None, [p, p, p, i32]),
+        "vqrec_fs_quantize_lut": (None, [p, i64, p, p, p, i32]),
         "vqrec_fs_pack": (None, [p, i64, i64, p]),
         "vqrec_fs_unpack": (None, [p, i64, p, p, i64, p]),
         "vqrec_fs_sums": (None, [p, i64, p, i64, p, i32]),
@@ -353,14 +353,14 @@ class ListScan:
     def rerank_available(self) -> bool:
         return self.vectors is not None
 
-    def lut(self, y: NDArray[np.float32]) -> NDArray[np.float32]:
+    def lut(self, y: NDArray[np.float32], impl: Impl = "auto") -> NDArray[np.float32]:
         """The kernel's lookup table of one code-space vector (tests compare it with ``lut_ref``)."""
         if self.lutmat is None:
             raise ValueError("this ListScan was made without a lookup-table matrix")
         y = np.ascontiguousarray(y, np.float32).reshape(self.d)
         out = np.empty((self.M, self.ksub), np.float32)
         if _BOUND:
-            _KERNEL.vqrec_lists_lut(self._addr, _ptr(y), _ptr(out))  # type: ignore[union-attr]
+            _KERNEL.vqrec_lists_lut(self._addr, _ptr(y), _ptr(out), _IMPLS[impl])  # type: ignore[union-attr]
             return out
         return lut_ref(y, self.lutmat, self.lut_ystep)
 

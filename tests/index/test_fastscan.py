@@ -36,14 +36,17 @@ def test_pack_matches_reference_and_unpacks(M: int) -> None:
     assert np.array_equal(fs.unpack_rows(packed, M, rows, np.array([99, 0, 40])), codes[[99, 0, 40]])
 
 
+@pytest.mark.parametrize("impl", PATHS)
 @pytest.mark.parametrize("M", [2, 16, 32])
-def test_lut_quantization_matches_reference(M: int) -> None:
+def test_lut_quantization_matches_reference(M: int, impl: str) -> None:
     rng = np.random.default_rng(1)
-    for lut in (rng.standard_normal((M, 16)).astype(np.float32), np.zeros((M, 16), np.float32)):
+    wide = (rng.standard_normal((M, 16)) * rng.uniform(0.01, 100, (M, 1))).astype(np.float32)  # one table sets delta
+    for lut in (rng.standard_normal((M, 16)).astype(np.float32), wide, np.zeros((M, 16), np.float32)):
         q, delta, bias = fs.quantize_lut_ref(lut)
         qq = np.empty(16 * M, np.uint8)
         out = np.zeros(2, np.float32)
-        _KERNEL.vqrec_fs_quantize_lut(lut.ctypes.data, M, qq.ctypes.data, out[:1].ctypes.data, out[1:].ctypes.data)
+        _KERNEL.vqrec_fs_quantize_lut(lut.ctypes.data, M, qq.ctypes.data, out[:1].ctypes.data, out[1:].ctypes.data,
+                                      fs._IMPLS[impl])  # fmt: skip
         assert (out[0], out[1]) == (delta, bias)
         assert np.array_equal(qq.reshape(M // 2, 2, 16).reshape(M, 16), q)
         # the quantized table approximates the float one within half a step per sub-quantizer
@@ -155,10 +158,12 @@ def test_code_table_lists_equal_reference(impl: str, ksub: int) -> None:
             assert np.allclose(top.D, ref.D, rtol=1e-6)
 
 
+@pytest.mark.parametrize("impl", PATHS)
+@pytest.mark.parametrize("ksub", [4, 16, 256])
 @pytest.mark.parametrize("kind", ["pq", "rq"])
-def test_kernel_lookup_table_equals_reference(kind: str) -> None:
+def test_kernel_lookup_table_equals_reference(kind: str, ksub: int, impl: str) -> None:
     rng = np.random.default_rng(4)
-    M, d, ksub = 4, 8, 16
+    M, d = 4, 8
     cent = rng.standard_normal((M, ksub, d if kind == "rq" else d // M)).astype(np.float32)
     mat, step = fs.lut_matrix(cent, kind)
     ls = fs.ListScan(
@@ -166,7 +171,7 @@ def test_kernel_lookup_table_equals_reference(kind: str) -> None:
         codes=np.zeros((0, M), np.uint8), lutmat=mat, lut_ystep=step,
     )  # fmt: skip
     y = rng.standard_normal(d).astype(np.float32)
-    assert np.array_equal(ls.lut(y), fs.lut_ref(y, mat, step))
+    assert np.array_equal(ls.lut(y, impl), fs.lut_ref(y, mat, step))
     want = np.einsum("mkt,mt->mk", cent, y.reshape(M, -1)) if kind == "pq" else np.einsum("mkd,d->mk", cent, y)
     assert np.allclose(ls.lut(y), want, rtol=1e-5, atol=1e-5)
 
