@@ -65,7 +65,6 @@ def _rescore_depth(k: int) -> int:
     return max(k + k // 4, RESCORE_MIN)
 
 
-
 def _row_fits(xq: NDArray[np.float32]) -> bool:
     """The (1, d) float32 query's squared norm, summed in float64, is finite and within float32 (so is each
     value): False for NaN, inf or overflow."""
