@@ -80,7 +80,7 @@ PEER_HINT = "pip install -e '.[bench]'"
 SYNTHETIC = DATA_ROOT / "synthetic.py"
 
 # (full grid, --quick grid) per method
-VQREC_NPROBE = ((1, 2, 3, 4, 5, 6, 8, 12, 20, 30, 50, 80), (1, 3, 8, 20, 50))
+VQREC_NPROBE = ((1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 16, 20, 30, 50, 80), (1, 3, 8, 20, 50))
 VQREC_RERANK = ((0, 20, 50, 100, 200), (0, 50, 200))
 FAISS_NPROBE = ((1, 2, 4, 8, 16, 32, 64), (1, 4, 16, 64))
 FAISS_REFINE_NPROBE = ((2, 4, 8, 16, 32, 64), (4, 16, 64))

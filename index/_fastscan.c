@@ -820,40 +820,98 @@ static inline void item_vec(const vqrec_lists_t *L, int64_t row, float *out) {
 
 /* Exact re-rank of the candidates (cI, cn of them) with the stored item vectors against the input-space query
  * x (d): ip <x, v>, cosine <x, v> / |v| / |x| (an item with |v| = 0 is never returned), l2 -|x - v|^2. The k best
- * into D/I (ties by lower row, padded). Summed in double: the order of the sum does not move the result. */
-static void rerank_exact(const vqrec_lists_t *L, const float *x, const int64_t *cI, int64_t cn, int mode, int64_t k,
-                         float *D, int64_t *I) {
+ * into D/I (ties by lower row, padded). Summed in double (a float product is exact in double): the order of the
+ * sum does not move the float result, so the SIMD path sums four lanes. Every candidate's vector is a random row:
+ * the first RR_AHEAD are asked for before the first is read, then each RR_AHEAD ahead. */
+#define RR_AHEAD 16
+static float rerank_score_scalar(const vqrec_lists_t *L, const float *x, double xn, int64_t row, int mode) {
     const int64_t d = L->d;
     float v[1024];
+    item_vec(L, row, v);
+    if (mode == RR_L2) {
+        double l2 = 0.;
+        for (int64_t j = 0; j < d; j++) {
+            double t = (double)x[j] - v[j];
+            l2 += t * t;
+        }
+        return (float)-l2;
+    }
+    double dot = 0.;
+    for (int64_t j = 0; j < d; j++) dot += (double)x[j] * v[j];
+    if (mode == RR_IP) return (float)dot;
+    double vv = 0.;
+    for (int64_t j = 0; j < d; j++) vv += (double)v[j] * v[j];
+    return vv > 0. && xn > 0. ? (float)(dot / sqrt(vv) / xn) : -INFINITY;
+}
+
+#ifdef VQREC_X86
+/* the same sums, four doubles per register (d a multiple of 8); v: the row as float, as item_vec makes it */
+__attribute__((target("avx2,fma,f16c"))) static float rerank_score_avx2(const vqrec_lists_t *L, const float *x,
+                                                                         double xn, int64_t row, int mode) {
+    const int64_t d = L->d;
+    float v[1024];
+    if (L->vec_type == 3) {
+        const int8_t *p = (const int8_t *)L->vecs + row * d;
+        for (int64_t j = 0; j < d; j += 8) {
+            int64_t b8;
+            memcpy(&b8, p + j, 8);
+            __m256 f = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_cvtsi64_si128(b8)));
+            _mm256_storeu_ps(v + j, _mm256_mul_ps(f, _mm256_loadu_ps(L->vec_scale + j)));
+        }
+    } else if (L->vec_type == 2) {
+        const uint16_t *h = (const uint16_t *)L->vecs + row * d;
+        for (int64_t j = 0; j < d; j += 8) _mm256_storeu_ps(v + j, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + j))));
+    } else {
+        memcpy(v, (const float *)L->vecs + row * d, sizeof(float) * (size_t)d);
+    }
+    __m256d a = _mm256_setzero_pd(), c = a;
+    for (int64_t j = 0; j < d; j += 4) {
+        const __m256d xv = _mm256_cvtps_pd(_mm_loadu_ps(x + j)), vd = _mm256_cvtps_pd(_mm_loadu_ps(v + j));
+        if (mode == RR_L2) {
+            const __m256d t = _mm256_sub_pd(xv, vd);
+            a = _mm256_fmadd_pd(t, t, a);
+        } else {
+            a = _mm256_fmadd_pd(xv, vd, a);
+            if (mode == RR_COSINE) c = _mm256_fmadd_pd(vd, vd, c);
+        }
+    }
+    double s[4], cs[4];
+    _mm256_storeu_pd(s, a);
+    _mm256_storeu_pd(cs, c);
+    const double sum = (s[0] + s[1]) + (s[2] + s[3]);
+    if (mode == RR_L2) return (float)-sum;
+    if (mode == RR_IP) return (float)sum;
+    const double vv = (cs[0] + cs[1]) + (cs[2] + cs[3]);
+    return vv > 0. && xn > 0. ? (float)(sum / sqrt(vv) / xn) : -INFINITY;
+}
+#endif
+
+static void rerank_exact(const vqrec_lists_t *L, const float *x, const int64_t *cI, int64_t cn, int mode, int64_t k,
+                         float *D, int64_t *I) {
+    const int64_t d = L->d, vb = d * (L->vec_type == 1 ? 4 : L->vec_type == 2 ? 2 : 1);
     double xn = 0.;
     for (int64_t j = 0; j < d; j++) xn += (double)x[j] * x[j];
     xn = sqrt(xn);
+    for (int64_t c = 0; c < cn && c < RR_AHEAD; c++)
+        if (cI[c] >= 0)
+            for (int64_t o = 0; o < vb; o += 64) __builtin_prefetch((const char *)L->vecs + cI[c] * vb + o, 0, 0);
+    int simd = 0;
+#ifdef VQREC_X86
+    simd = d % 8 == 0 && vqrec_fs_has_avx2();
+#endif
     int64_t nk = 0;
     for (int64_t c = 0; c < cn; c++) {
         int64_t row = cI[c];
+        if (c + RR_AHEAD < cn && cI[c + RR_AHEAD] >= 0)
+            for (int64_t o = 0; o < vb; o += 64) __builtin_prefetch((const char *)L->vecs + cI[c + RR_AHEAD] * vb + o, 0, 0);
         if (row < 0) continue;
-        if (c + 1 < cn && cI[c + 1] >= 0) /* the next candidate's vector is a random row: ask for it early */
-            __builtin_prefetch((const char *)L->vecs + cI[c + 1] * d * (L->vec_type == 1 ? 4 : L->vec_type == 2 ? 2 : 1));
-        item_vec(L, row, v);
         float sc;
-        if (mode == RR_L2) {
-            double l2 = 0.;
-            for (int64_t j = 0; j < d; j++) {
-                double t = (double)x[j] - v[j];
-                l2 += t * t;
-            }
-            sc = (float)-l2;
-        } else {
-            double dot = 0.;
-            for (int64_t j = 0; j < d; j++) dot += (double)x[j] * v[j];
-            if (mode == RR_IP) {
-                sc = (float)dot;
-            } else {
-                double vv = 0.;
-                for (int64_t j = 0; j < d; j++) vv += (double)v[j] * v[j];
-                sc = vv > 0. && xn > 0. ? (float)(dot / sqrt(vv) / xn) : -INFINITY;
-            }
-        }
+#ifdef VQREC_X86
+        if (simd)
+            sc = rerank_score_avx2(L, x, xn, row, mode);
+        else
+#endif
+            sc = rerank_score_scalar(L, x, xn, row, mode);
         heap_push(D, I, &nk, k, sc, row);
     }
     heap_finish(D, I, nk, k);

@@ -68,11 +68,10 @@ def test_block_sums_every_path(impl: str, M: int) -> None:
     assert np.array_equal(out.astype(np.int64), fs.block_sums_ref(q, codes))
 
 
-def _scan(M: int, n: int, sizes: list[int], seed: int, *, terms: bool) -> tuple:  # type: ignore[type-arg]
+def _scan(M: int, n: int, sizes: list[int], seed: int, *, terms: bool, d: int = 12) -> tuple:  # type: ignore[type-arg]
     rng = np.random.default_rng(seed)
     codes = rng.integers(0, 16, (n, M), dtype=np.uint8)
     rows = _lists(n, sizes)
-    d = 12
     cent = rng.standard_normal((len(sizes), d)).astype(np.float32)
     scale = add = None
     if terms:
@@ -189,14 +188,15 @@ def test_numpy_fallback_equals_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
     assert np.array_equal(got.I, want.I) and np.array_equal(got.D, want.D) and np.array_equal(gs, ws)
 
 
+@pytest.mark.parametrize("d", [12, 16])  # 16: the SIMD sums (d a multiple of 8, on an AVX2 machine)
 @pytest.mark.parametrize("vtype", ["float32", "float16", "int8"])
 @pytest.mark.parametrize("mode", ["ip", "cosine", "l2"])
-def test_kernel_rerank_equals_reference(vtype: str, mode: str) -> None:
+def test_kernel_rerank_equals_reference(vtype: str, mode: str, d: int) -> None:
     """The re-rank inside the kernel: the candidates' exact scores with the stored vectors, best k."""
     M, n = 8, 900
     rng = np.random.default_rng(21)
-    ls0, *_ = _scan(M, n, [300, 200, 400], seed=21, terms=False)
-    x = rng.standard_normal((n, 12)).astype(np.float32)
+    ls0, *_ = _scan(M, n, [300, 200, 400], seed=21, terms=False, d=d)
+    x = rng.standard_normal((n, d)).astype(np.float32)
     x[[4, 9]] = 0.0  # zero vectors: never returned under cosine
     scale = None
     if vtype == "int8":
@@ -207,8 +207,8 @@ def test_kernel_rerank_equals_reference(vtype: str, mode: str) -> None:
     ls = fs.ListScan(M=M, ksub=16, list_rows=ls0.list_rows, centroids_t=ls0.centroids_t.astype(np.float32),
                      scale=None, add=None, packed=ls0.packed, vectors=vec, vector_scale=scale)  # fmt: skip
     luts = rng.standard_normal((4, M, 16)).astype(np.float32)
-    ys = rng.standard_normal((4, 12)).astype(np.float32)
-    xr = rng.standard_normal((4, 12)).astype(np.float32)
+    ys = rng.standard_normal((4, d)).astype(np.float32)
+    xr = rng.standard_normal((4, d)).astype(np.float32)
     for q in range(4):
         got, _ = ls.search(luts[q : q + 1], ys[q : q + 1], None, nprobe=2, k=7, kcand=80, rerank=60, xr=xr[q : q + 1],
                            mode=mode)  # fmt: skip
