@@ -692,6 +692,27 @@ static const int64_t *query_lists(int64_t qi, const float *ys, int64_t d, const 
     return probes;
 }
 
+/* The build's assignment: the best list of each of the n rows of ys (n, d) by the probe's keys <y, c_l> * w_l + b_l
+ * (the int8 shortlist, then exact float16 keys, as a query's nprobe 1). Returns 0, or -1 when out of memory. */
+int64_t vqrec_coarse_assign(const Coarse *ct, int64_t nlist, int64_t d, const float *w, const float *b, const float *ys,
+                            int64_t n, int64_t *out, int impl) {
+    impl = resolve_impl(impl);
+    float *keys = malloc(sizeof(float) * (size_t)(2 * nlist));
+    int64_t *probes = malloc(sizeof(int64_t) * (size_t)nlist);
+    if (!keys || !probes) {
+        free(keys);
+        free(probes);
+        return -1;
+    }
+    for (int64_t i = 0; i < n; i++) {
+        select_lists(ys + i * d, d, ct, nlist, w, b, 1, keys, keys + nlist, probes, impl);
+        out[i] = probes[0];
+    }
+    free(keys);
+    free(probes);
+    return 0;
+}
+
 /* Search nq queries. Per query: luts (M, 16) float, y (d) code-space vector for the coarse keys; probes
  * chosen here when probes_in is NULL (else probes_in (nq, nprobe) lists, -1 = none). Scratch: keys (nlist),
  * cD/cI (RES_CAP(kcand)) per call. Out: D/I (nq, k), scanned (nq,) items visited. Returns nothing. */

@@ -13,6 +13,7 @@ from numpy.typing import NDArray
 from .codebooks import Codebooks
 from .embeddings import Embeddings
 from .errors import ConfigError, DimensionMismatchError
+from .ids import IdList
 from .index import CompressedIndex, UserStore
 from .partition import Partition, assign, auto_nlist, kind_for, order, train_partition
 from .probes import make_probes
@@ -113,12 +114,12 @@ def build_index(
     codes, recon_norms = encode(codebooks, xb, "items")
     zero_items = ~xb.any(axis=1)
     item_scale = np.linalg.norm(xb, axis=1).astype(np.float32) if codebooks.norm_explicit else None
-    ids = list(items.ids)
+    ids = IdList.from_list(items.ids)
     partition, perm = _partition(codebooks, xb, nlist, nprobe, seed)
     if perm is not None:  # rows list by list
         codes, recon_norms, zero_items = codes[perm], recon_norms[perm], zero_items[perm]
         item_scale = None if item_scale is None else item_scale[perm]
-        ids = [ids[i] for i in perm.tolist()]
+        ids = ids.permuted(perm)
     # xb stays in input order (a 1M x 64 reordered copy cost ~1 s): what needs index order takes perm's rows
 
     tables = None

@@ -66,8 +66,8 @@ class IdList(Sequence[str]):
     def from_list(cls, ids: Iterable[str]) -> IdList:
         if isinstance(ids, IdList):
             return ids
-        ids = list(ids)
-        data = "".join(f"{s}\n" for s in ids).encode("utf-8")
+        ids = ids if isinstance(ids, list) else list(ids)
+        data = ("\n".join(ids) + "\n").encode("utf-8") if ids else b""  # an id holding a newline: refused below
         return cls.from_lines_bytes(data, len(ids))
 
     @classmethod
@@ -81,6 +81,19 @@ class IdList(Sequence[str]):
         starts = np.concatenate([[0], ends + 1]).astype(dtype)
         out = cls(blob, starts)
         out._strip = 1  # each span ends with its newline
+        out._build()
+        return out
+
+    def permuted(self, perm: NDArray[np.int64]) -> IdList:
+        """The ids in the order of ``perm`` (a permutation of the rows), gathered from the blob in numpy (a list of
+        a million str reordered and joined again took ~1.4 s)."""
+        off = self._off.astype(np.int64)
+        lens = np.diff(off)[perm]
+        new = np.zeros(len(lens) + 1, np.int64)
+        np.cumsum(lens, out=new[1:])
+        src = np.repeat(off[:-1][perm] - new[:-1], lens) + np.arange(new[-1], dtype=np.int64)
+        out = IdList(self._blob[src], new.astype(self._off.dtype))
+        out._strip = self._strip
         out._build()
         return out
 

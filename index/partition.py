@@ -30,6 +30,7 @@ from numpy.typing import NDArray
 from .codebooks import normalize_rows
 from .errors import ConfigError
 from .exact import BLAS_MIN_ITEMS, faiss_blas
+from .fastscan import coarse_assign
 
 PartitionKind = Literal["sphere", "euclid"]
 PARTITION_KINDS = ("sphere", "euclid")
@@ -140,16 +141,19 @@ def train_partition(
 
 
 def assign(y: NDArray[np.float32], centroids: NDArray[np.float32], kind: PartitionKind) -> NDArray[np.int64]:
-    """The list of each row: nearest centroid (largest inner product of directions for sphere)."""
-    d = centroids.shape[1]
-    q = faiss.IndexFlatIP(d) if kind == "sphere" else faiss.IndexFlatL2(d)
-    q.add(centroids)
+    """The list of each row: nearest centroid (largest inner product of directions for sphere), found as a query
+    finds its best list (``fastscan.coarse_assign``: int8 shortlist, exact keys on float16 centroids; 1M rows x
+    2,000 lists in ~2.5 s on 2 cores where a float32 BLAS product took ~4.7 s). A row whose two best centroids
+    tie to float16 precision may go to either."""
+    c = np.ascontiguousarray(centroids, np.float32)
+    w = b = None
+    if kind == "euclid":  # nearest by l2: the largest 2 <y, c> - |c|^2
+        w = np.full(len(c), 2, np.float32)
+        b = (-np.einsum("ij,ij->i", c.astype(np.float64), c.astype(np.float64))).astype(np.float32)
     out = np.empty(len(y), np.int64)
     step = 1 << 16
-    with faiss_blas(len(y) >= BLAS_MIN_ITEMS):
-        for i0 in range(0, len(y), step):
-            _, a = q.search(_points(y[i0 : i0 + step], kind), 1)
-            out[i0 : i0 + step] = a[:, 0]
+    for i0 in range(0, len(y), step):
+        out[i0 : i0 + step] = coarse_assign(_points(y[i0 : i0 + step], kind), c, w, b)
     return out
 
 

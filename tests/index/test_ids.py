@@ -13,6 +13,27 @@ IDS = ["i0", "é-ünïcode", "", "x" * 300, "42", "a b\tc", "i1", "🙂"]
 
 
 @pytest.mark.parametrize("kernel", [True, False])
+def test_permuted_ids_match_the_permuted_list(monkeypatch: pytest.MonkeyPatch, kernel: bool) -> None:
+    """permuted(perm) (the build's list-by-list order) equals the list reordered, lookups included; an id holding a
+    newline is refused by from_list."""
+    if not kernel:
+        monkeypatch.setattr(ids_mod, "_BOUND", False)
+    perm = np.random.default_rng(0).permutation(len(IDS))
+    for base in (IdList.from_list(IDS), read_id_file_bytes(IDS)):
+        got = base.permuted(perm)
+        want = [IDS[i] for i in perm]
+        assert list(got) == want and got.take(list(range(len(IDS)))) == want
+        assert all(got.row_of(s) == i for i, s in enumerate(want))
+    assert list(IdList.from_list([]).permuted(np.zeros(0, np.int64))) == []
+    with pytest.raises(ConfigError, match="newline-terminated ids"):
+        IdList.from_list(["a", "b\nc"])
+
+
+def read_id_file_bytes(ids: list[str]) -> IdList:
+    return IdList.from_lines_bytes(("\n".join(ids) + "\n").encode("utf-8"), len(ids))
+
+
+@pytest.mark.parametrize("kernel", [True, False])
 def test_sequence_and_lookups_match_a_list(monkeypatch: pytest.MonkeyPatch, kernel: bool) -> None:
     if not kernel:
         monkeypatch.setattr(ids_mod, "_BOUND", False)  # the dict fallback answers the same

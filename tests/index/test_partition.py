@@ -249,3 +249,31 @@ def test_int8_item_vectors_rerank(data, tmp_path, metric: str) -> None:  # type:
     write_manifest(path, m)
     with pytest.raises(ArtifactCorrupt, match=r"item_vectors_scale\.npy: missing \(int8 item vectors\)"):
         load_index(path)
+
+
+@pytest.mark.parametrize("kind", ["sphere", "euclid"])
+def test_assignment_is_the_nearest_centroid(kind: str) -> None:
+    """The build's assignment (int8 shortlist, exact keys on float16 centroids) puts each row in its nearest list by
+    exact search (faiss, float32) but for near-ties; every kernel path and the numpy fallback agree."""
+    from vqrec.index import fastscan as fs
+    from vqrec.index.codebooks import normalize_rows
+    from vqrec.index.partition import assign
+
+    rng = np.random.default_rng(5)
+    nlist, d = 300, 32
+    centroids = (rng.standard_normal((nlist, d)) * rng.uniform(0.5, 2, (nlist, 1))).astype(np.float32)
+    if kind == "sphere":
+        centroids = normalize_rows(centroids)
+    y = (centroids[rng.integers(0, nlist, 4000)] + 0.4 * rng.standard_normal((4000, d))).astype(np.float32)
+    got = assign(y, centroids, kind)  # type: ignore[arg-type]
+    exact = faiss.IndexFlatIP(d) if kind == "sphere" else faiss.IndexFlatL2(d)
+    exact.add(centroids)
+    _, want = exact.search(normalize_rows(y) if kind == "sphere" else y, 1)
+    assert np.mean(got == want[:, 0]) >= 0.995
+    pts = normalize_rows(y[:200]) if kind == "sphere" else y[:200]
+    w = None if kind == "sphere" else np.full(nlist, 2, np.float32)
+    b = None if kind == "sphere" else -(centroids.astype(np.float64) ** 2).sum(axis=1).astype(np.float32)
+    for impl in fs.kernel_paths() or ["scalar"]:
+        assert np.array_equal(fs.coarse_assign(pts, centroids, w, b, impl=impl, threads=2), got[:200])
+    table = fs.coarse_table(centroids)
+    assert [int(fs.probe_ref(p, table, w, b, 1)[0]) for p in pts] == got[:200].tolist()
