@@ -635,6 +635,20 @@ static void best_of(const float *keys, const int64_t *ls, int64_t nl, int64_t n,
     heap_finish(hD, probes, cnt, n);
 }
 
+/* the nprobe best of the lists ls[0..n) (every list when ls is NULL) by exact key * w + b into hD / probes;
+ * keys (n) is scratch */
+static void exact_best(const float *y, int64_t d, const uint16_t *c16, const int64_t *ls, int64_t n, const float *w,
+                       const float *b, int64_t nprobe, float *keys, float *hD, int64_t *probes, int impl) {
+#ifdef VQREC_X86
+    if (impl == IMPL_AVX2)
+        exact_keys_avx2(y, d, c16, ls, n, keys);
+    else
+#endif
+        exact_keys_scalar(y, d, c16, ls, n, keys);
+    for (int64_t i = 0; i < n; i++) keys[i] = key_term(keys[i], w, b, ls ? ls[i] : i);
+    best_of(keys, ls, n, nprobe, hD, probes, impl);
+}
+
 /* the nprobe best lists (module comment above) into probes; scratch keys (nlist), hD (nlist) */
 static void select_lists(const float *y, int64_t d, const Coarse *ct, int64_t nlist, const float *w, const float *b,
                          int64_t nprobe, float *keys, float *hD, int64_t *probes, int impl) {
@@ -642,14 +656,7 @@ static void select_lists(const float *y, int64_t d, const Coarse *ct, int64_t nl
     uint8_t u[1028];
     float sy = 0.f;
     if (ns >= nlist || ns > SHORT_MAX || d4 * 4 > (int64_t)sizeof u || !quantize_query(y, d, u, &sy)) {
-#ifdef VQREC_X86
-        if (impl == IMPL_AVX2)
-            exact_keys_avx2(y, d, ct->c16, NULL, nlist, keys);
-        else
-#endif
-            exact_keys_scalar(y, d, ct->c16, NULL, nlist, keys);
-        for (int64_t l = 0; l < nlist; l++) keys[l] = key_term(keys[l], w, b, l);
-        best_of(keys, NULL, nlist, nprobe, hD, probes, impl);
+        exact_best(y, d, ct->c16, NULL, nlist, w, b, nprobe, keys, hD, probes, impl);
         return;
     }
     int64_t sl[SHORT_MAX];
@@ -669,14 +676,7 @@ static void select_lists(const float *y, int64_t d, const Coarse *ct, int64_t nl
         best_of(keys, NULL, nlist, ns, hD, probes, impl);
         memcpy(sl, probes, sizeof(int64_t) * (size_t)ns);
     }
-#ifdef VQREC_X86
-    if (impl == IMPL_AVX2)
-        exact_keys_avx2(y, d, ct->c16, sl, ns, sk);
-    else
-#endif
-        exact_keys_scalar(y, d, ct->c16, sl, ns, sk);
-    for (int64_t i = 0; i < ns; i++) sk[i] = key_term(sk[i], w, b, sl[i]);
-    best_of(sk, sl, ns, nprobe, hD, probes, impl);
+    exact_best(y, d, ct->c16, sl, ns, w, b, nprobe, sk, hD, probes, impl);
 }
 
 /* the lists a query scans: probes_in's row, all lists, or the nprobe best by coarse key */

@@ -268,18 +268,16 @@ ID_ROOM = 1 << 18  # bytes of a search workspace's id buffer at most
 
 def coarse_assign(
     y: NDArray[np.float32],
-    centroids: NDArray[np.float32],
+    table: CoarseTable,
     w: NDArray[np.float32] | None,
     b: NDArray[np.float32] | None,
     *,
     impl: Impl = "auto",
     threads: int | None = None,
 ) -> NDArray[np.int64]:
-    """The best list of each row of ``y`` (n, d) by the keys <y, c_l> * w_l + b_l, found as a query's nprobe 1 finds
-    it (int8 shortlist, exact keys on the float16 centroids): the build's assignment, ~4 us a row on one core where
-    exact float32 keys (a BLAS product) took ~9. Rows in parallel over ``threads``; numpy (probe_ref) without the
-    kernel."""
-    table = coarse_table(centroids)
+    """The best list of each row of ``y`` (n, d) by the keys <y, c_l> * w_l + b_l over ``table``'s centroids
+    (``coarse_table``), found as a query's nprobe 1 finds it (int8 shortlist, exact keys on the float16 rows): the
+    build's assignment. Rows in parallel over ``threads``; numpy (probe_ref) without the kernel."""
     y = np.ascontiguousarray(y, np.float32)
     w, b = _contig(w, np.float32), _contig(b, np.float32)
     n, d = y.shape
