@@ -286,6 +286,12 @@ def test_int8_shortlist_finds_the_exact_best_lists(impl: str) -> None:
         with np.errstate(invalid="ignore"):
             keys = fs._key_terms(fs._exact_keys(y, ls.coarse.c16), np.arange(nlist), w, b)
         assert np.array_equal(full, np.lexsort((np.arange(nlist), -keys))[:5])
+        if np.isfinite(y).all():  # the kernel keys every list of a zero query exactly too
+            top, _ = ls.search(lut, y[None], None, nprobe=5, k=15, kcand=15, impl=impl)
+            assert set((top.I[0] // 3).tolist()) == set(full.tolist())
+        else:  # the kernel refuses a NaN query before it probes anything
+            with pytest.raises(fs.NonFiniteError):
+                ls.search(lut, y[None], None, nprobe=5, k=15, kcand=15, impl=impl)
 
 
 def test_search_one_writes_the_answer_ids() -> None:
