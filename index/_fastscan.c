@@ -516,7 +516,19 @@ __attribute__((target("avx2"))) static inline unsigned select_mask8(const float 
 }
 #endif
 
-static inline float key_term(float v, const float *w, const float *b, int64_t l);
+/* key * w + b, NaN / -inf clamped to the lowest finite float */
+static inline float key_term(float v, const float *w, const float *b, int64_t l) {
+    if (w) v = v * w[l];
+    if (b) v = v + b[l];
+    return (v != v || v == -INFINITY) ? -3.402823466e38f : v;
+}
+
+/* list l's int8 key from its dot with the query's offset bytes (module comment above), as key_term makes it */
+static inline float approx_key(const Coarse *ct, int32_t dot, int64_t l, float sy, const float *w, const float *b) {
+    float v = (float)(dot - 64 * ct->c8sum[l]) * ct->c8s[l];
+    return key_term(v * sy, w, b, l);
+}
+
 
 #ifdef VQREC_X86
 /* the ns best lists by the int8 key into sl (unordered), in two passes. Pass 1 makes every key (the same arithmetic
@@ -572,8 +584,7 @@ __attribute__((target("avx2"))) static void shortlist_avx2(const uint8_t *u, int
             } else { /* the last lists: one at a time (w / b end at nlist) */
                 float mx = -3.402823466e38f;
                 for (int j = 0; l0 + j < nlist; j++) {
-                    float v = (float)(dots[8 * g + j] - 64 * ct->c8sum[l0 + j]) * ct->c8s[l0 + j];
-                    keys[l0 + j] = key_term(v * sy, w, b, l0 + j);
+                    keys[l0 + j] = approx_key(ct, dots[8 * g + j], l0 + j, sy, w, b);
                     if (keys[l0 + j] > mx) mx = keys[l0 + j];
                 }
                 gm[l0 / 8] = mx;
@@ -603,13 +614,6 @@ __attribute__((target("avx2"))) static void shortlist_avx2(const uint8_t *u, int
     memcpy(sl, rr, sizeof(int64_t) * (size_t)ns);
 }
 #endif
-
-/* key * w + b, NaN / -inf clamped to the lowest finite float */
-static inline float key_term(float v, const float *w, const float *b, int64_t l) {
-    if (w) v = v * w[l];
-    if (b) v = v + b[l];
-    return (v != v || v == -INFINITY) ? -3.402823466e38f : v;
-}
 
 /* the n best of keys[0..nl) (ids ls[i], or i) into hD / probes, best first, ties by lower id */
 static void best_of(const float *keys, const int64_t *ls, int64_t nl, int64_t n, float *hD, int64_t *probes,
@@ -669,10 +673,7 @@ static void select_lists(const float *y, int64_t d, const Coarse *ct, int64_t nl
     {
         int32_t *dots = (int32_t *)keys; /* same size: each dot is read before its key is written */
         dots8_scalar(u, d4, ct->c8, nlist, dots);
-        for (int64_t l = 0; l < nlist; l++) {
-            float v = (float)(dots[l] - 64 * ct->c8sum[l]) * ct->c8s[l];
-            keys[l] = key_term(v * sy, w, b, l);
-        }
+        for (int64_t l = 0; l < nlist; l++) keys[l] = approx_key(ct, dots[l], l, sy, w, b);
         best_of(keys, NULL, nlist, ns, hD, probes, impl);
         memcpy(sl, probes, sizeof(int64_t) * (size_t)ns);
     }

@@ -223,6 +223,11 @@ class PackedCodes:
 class _Coarse(ctypes.Structure):
     _fields_ = [(name, ctypes.c_void_p) for name in ("c16", "c8", "c8s", "c8sum")]
 
+    @classmethod
+    def of(cls, table: CoarseTable) -> _Coarse:
+        """The kernel's view of ``table`` (valid while the table lives)."""
+        return cls(*(_ptr(a) for a in (table.c16, table.c8, table.c8s, table.c8sum)))
+
 
 class _Lists(ctypes.Structure):
     _fields_ = [
@@ -286,7 +291,7 @@ def coarse_assign(
         for i in range(n):
             out[i] = probe_ref(y[i], table, w, b, 1)[0]
         return out
-    coarse = _Coarse(*(_ptr(a) for a in (table.c16, table.c8, table.c8s, table.c8sum)))
+    coarse = _Coarse.of(table)
     nlist = table.nlist
 
     def run(r0: int, r1: int) -> None:
@@ -335,8 +340,7 @@ class ListScan:
         # float16 and int8 rows in the kernel (keys only order the lists; the int8 key picks a shortlist)
         self.d, self.nlist = centroids_t.shape
         self.coarse = coarse_table(np.asarray(centroids_t, np.float32).T)
-        self._coarse = _Coarse(*(_ptr(a) for a in (self.coarse.c16, self.coarse.c8, self.coarse.c8s,
-                                                    self.coarse.c8sum)))  # fmt: skip
+        self._coarse = _Coarse.of(self.coarse)
         self.w, self.b = _contig(w, np.float32), _contig(b, np.float32)
         # per-row terms padded by a block: the kernel reads a list's last block whole (an array that already
         # has the padding is used in place)
