@@ -37,12 +37,12 @@ present = [name for name, folder in PACKAGES.items() if os.path.isfile(os.path.j
 setup(
     packages=present,
     package_dir={name: folder for name, folder in ROOMS.items() if name in present},
-    package_data={"vqrec.index": ["_adc.c", "_fastscan.c", "_score_aware.c", "_topk.h"]},
+    package_data={"vqrec.index": ["_adc.c", "_fastscan.c", "_rq_encode.c", "_score_aware.c", "_half.h", "_topk.h"]},
     ext_modules=[
         Extension(
             "vqrec.index._adc",
-            sources=["index/_adc.c", "index/_fastscan.c", "index/_score_aware.c"],
-            depends=["index/_topk.h"],
+            sources=["index/_adc.c", "index/_fastscan.c", "index/_rq_encode.c", "index/_score_aware.c"],
+            depends=["index/_half.h", "index/_topk.h"],
             # no fused multiply-add: the scalar and SIMD paths and the numpy reference give the same bits
             extra_compile_args=["-O3", "-funroll-loops", "-std=gnu99", "-fno-math-errno", "-ffp-contract=off"],
             optional=True,

@@ -31,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "_half.h"
 #include "_topk.h"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -399,28 +400,6 @@ static inline int64_t list_of(const int64_t *list_rows, int64_t nlist, int64_t r
         else hi = mid;
     }
     return lo;
-}
-
-/* float16 bits -> float (exact: every half is a float) */
-static inline float half_to_float(uint16_t h) {
-    uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1F, man = h & 0x3FF, bits;
-    if (exp == 0x1F) {
-        bits = sign | 0x7F800000u | (man << 13); /* inf / NaN */
-    } else if (exp) {
-        bits = sign | ((exp + 112) << 23) | (man << 13);
-    } else if (man) { /* subnormal half: normalize */
-        int e = -1;
-        do {
-            man <<= 1;
-            e++;
-        } while (!(man & 0x400));
-        bits = sign | ((uint32_t)(112 - e) << 23) | ((man & 0x3FF) << 13);
-    } else {
-        bits = sign;
-    }
-    float f;
-    memcpy(&f, &bits, 4);
-    return f;
 }
 
 /* ---- probing: the nprobe best lists by coarse key ----------------------------------------------------------

@@ -26,7 +26,8 @@ class TrainConfig:
     niter: int | None = None  # k-means iterations; default faiss's: 25 for pq/opq, 10 per rq stage
     opq_niter: int = 25  # OPQ alternating iterations
     norm: str = "auto"  # auto | explicit | joint: explicit = codes hold directions, norm kept exactly
-    beam_size: int = 8  # RQ beam search width (training and encoding)
+    beam_size: int = 8  # RQ beam search width of the encoding
+    train_beam_size: int = 1  # RQ beam width while training: 1 = greedy (trainers/fitting.py says what it costs)
     # pq/opq: score-aware (anisotropic) codes with ScaNN's threshold T in [0, 1); 0 = nearest codeword.
     # auto tries both, with this T or 0.3 (index/score_aware.py)
     score_aware: float = 0.0
@@ -55,7 +56,8 @@ class TrainConfig:
             raise ConfigError(f"nbits must be in 1..8 (one byte per code), got {self.nbits}.")
         if self.niter is None and self.method != "auto":  # frozen: resolve the per-method default once
             object.__setattr__(self, "niter", 10 if self.method == "rq" else 25)  # (auto: per candidate)
-        positive = ("M", "niter", "opq_niter", "beam_size", "max_train_points", "eval_queries", "eval_max_items")
+        positive = ("M", "niter", "opq_niter", "beam_size", "train_beam_size", "max_train_points", "eval_queries",
+                    "eval_max_items")  # fmt: skip
         for name in (*positive, "auto_max_items", "auto_max_train", "auto_queries"):
             v = getattr(self, name)
             if v is None and name == "niter":
@@ -67,7 +69,7 @@ class TrainConfig:
         if not 0 <= self.score_aware < 1:
             raise ConfigError(f"score_aware must be in [0, 1) (ScaNN's threshold T), got {self.score_aware}.")
         if self.score_aware and self.method == "rq":
-            raise ConfigError("score_aware codes are for pq and opq; rq encodes with faiss's beam search.")
+            raise ConfigError("score_aware codes are for pq and opq; rq encodes by beam search (index/rq_encode.py).")
         if not isinstance(self.auto_tolerance, int | float) or not 0 <= self.auto_tolerance < 1:
             raise ConfigError(f"auto_tolerance must be a number in [0, 1), got {self.auto_tolerance!r}.")
         if self.M > 256:

@@ -90,11 +90,22 @@ def train_opq(xt: NDArray[np.float32], cfg: TrainConfig, *, show_progress: bool 
 
 
 def train_rq(xt: NDArray[np.float32], cfg: TrainConfig, *, show_progress: bool = True) -> Codebooks:
-    """faiss ResidualQuantizer: M stages of ksub codewords in the full space, beam-search encoding."""
+    """faiss ResidualQuantizer: M stages of ksub codewords in the full space; items are encoded by beam search
+    (width cfg.beam_size, index/rq_encode.py).
+
+    Each stage's k-means runs on the residuals of the codes so far: plain k-means (not faiss's default
+    progressive-dimension k-means), with the training sample encoded between stages by a beam of
+    cfg.train_beam_size (default 1, greedy). Measured on the 1M x 64 recipe (100k training points, RQ16x8,
+    recall@10 of 1,000 users over a 200k-item sample, items encoded with beam 8, 2 cores): greedy 7-9 s, recall
+    0.834, squared error 0.0524; a training beam of 2: 13.4 s, 0.835, 0.0529; 4: 27.8 s, 0.835, 0.0529; faiss's
+    default with a training beam of 8: 249 s, 0.836, 0.0527. On 100k x 128 (seed 1362, 20k training points)
+    greedy 0.865, beam 2 0.874, faiss's default 0.868; on ml-100k ALS greedy 0.986, faiss's default 0.959."""
     n, d = xt.shape
-    with progress(total=1, desc=f"train rq ({cfg.M} stages, beam {cfg.beam_size})", disable=not show_progress) as bar:
+    with progress(total=1, desc=f"train rq ({cfg.M} stages)", disable=not show_progress) as bar:
         rq = faiss.ResidualQuantizer(d, cfg.M, cfg.nbits)
-        rq.max_beam_size = cfg.beam_size
+        # plain k-means per stage; the cross-product tables are index/rq_encode.py's
+        rq.train_type = faiss.ResidualQuantizer.Skip_codebook_tables
+        rq.max_beam_size = cfg.train_beam_size
         _every_point(rq.cp, cfg.seed)
         rq.cp.niter = cfg.niter
         rq.verbose = False

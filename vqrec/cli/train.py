@@ -38,7 +38,7 @@ app = new_app(
 _FAISS_HELP = {
     Method.pq: "Product quantization: M sub-vectors, 2**nbits codewords each (faiss k-means).",
     Method.opq: "OPQ: a learned rotation, then product quantization (faiss OPQMatrix + k-means).",
-    Method.rq: "Residual quantization: M stages, each quantizing the previous residual (faiss, beam search).",
+    Method.rq: "Residual quantization: M stages, each quantizing the previous residual (faiss k-means, beam-search encoding).",
     Method.auto: "Trains every candidate (pq, opq, rq; norm-explicit and joint codes) and keeps the one that finds "
     "the most exact top-10 neighbours of held-out queries (the cheapest within auto_tolerance of the best).",
 }

@@ -1,0 +1,319 @@
+/* Residual-quantizer encoding by beam search on lookup tables: the C twin of index/rq_encode.py.
+ *
+ * Codes minimize ||y - sum_m C[m, code_m]||^2. Stage by stage, each of the (at most ``beam``) partial codes b
+ * kept so far, with error e_b up to the constant ||y||^2, extends by every codeword j of stage m:
+ *     e_b + (t[m, j] + sum_{l<m} X_m[l, code_b[l]][j])
+ * where t[m, j] = ||C[m, j]||^2 - 2 <y, C[m, j]> (the products summed in dimension order) and
+ * X_m[l, i][j] = 2 <C[l, i], C[m, j]> (the cross-product table, built once per codebook). The ``beam`` smallest
+ * (ties: the lower b, then the lower j, as a stable sort) are kept; the smallest at the last stage is the code.
+ * The same recurrence as faiss's ResidualQuantizer with use_beam_LUT, written for 2 cores: the table rows are
+ * summed in place (no per-candidate residual) and the selection skips whole runs of 8 candidates with one
+ * comparison. Sums are float32 in the order above on both paths and in the numpy reference (no contraction:
+ * -ffp-contract=off), so the three give the same codes (tests).
+ *
+ * Dispatch as in _fastscan.c: impl 0 auto, 1 scalar, 2 AVX2 (the same loops, compiled for AVX2, and the
+ * selection's skip test on 8 candidates at once).
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "_half.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define RQ_X86 1
+#endif
+
+int vqrec_fs_has_avx2(void); /* _fastscan.c, the same library */
+
+#define RQ_BLOCK 1024 /* rows encoded stage by stage together */
+
+typedef struct {
+    float *v;    /* (beam,) the kept candidates' errors, ascending */
+    int32_t *f;  /* (beam,) their flat index b * K + j */
+    int64_t cap; /* how many are kept at this stage */
+} Best;
+
+/* offer candidate f with error x: kept if it beats the worst kept; placed after equal errors (stable) */
+static inline void offer(Best *B, float x, int32_t f) {
+    int64_t p = B->cap - 1;
+    if (!(x < B->v[p])) return;
+    while (p > 0 && B->v[p - 1] > x) {
+        B->v[p] = B->v[p - 1];
+        B->f[p] = B->f[p - 1];
+        p--;
+    }
+    B->v[p] = x;
+    B->f[p] = f;
+}
+
+/* The sums over table rows of a stage: the partial codes, taken in lexicographic order, share their prefixes'
+ * partial sums S[p] = sum_{l<p} X_m[l, code[l]] (a stack, S[0] = 0), so each distinct prefix reads its row once
+ * (on the 1M recipe, RQ16x8 beam 8: 339 rows a vector instead of 960). The sums keep the order l = 0, 1, ...
+ * of the reference. */
+static void level_scalar(float *restrict dst, const float *restrict src, const uint16_t *restrict row, int64_t K) {
+    for (int64_t j = 0; j < K; j++) dst[j] = src[j] + half_to_float(row[j]);
+}
+
+/* cand[j] = e + (t[j] + S_m[j]), and the smallest of each run of G (the group minima the selection's bar is
+ * drawn from) */
+#define RQ_G 32
+#define RQ_FINISH                                                                                              \
+    for (int64_t j = 0; j < K; j++) cand[j] = e + (t[j] + sm[j]);                                              \
+    for (int64_t g = 0; g < K / G; g++) {                                                                      \
+        float lo = cand[g * G];                                                                                \
+        for (int64_t j = g * G + 1; j < (g + 1) * G; j++) lo = cand[j] < lo ? cand[j] : lo;                    \
+        gm[g] = lo;                                                                                            \
+    }
+
+static void finish_scalar(float *restrict cand, float *restrict gm, float e, const float *restrict t,
+                          const float *restrict sm, int64_t K, int64_t G) {
+    RQ_FINISH
+}
+
+/* offers the candidates of the runs whose minimum is at most ``bar``, those at most bar: a bound on the kept
+ * errors (see vqrec_rq_encode), so the others would be refused anyway */
+static void select_scalar(const float *cand, const float *gm, int64_t K, int64_t G, float bar, Best *B,
+                          int32_t f0) {
+    for (int64_t g = 0; g < K / G; g++)
+        if (gm[g] <= bar)
+            for (int64_t j = g * G; j < (g + 1) * G; j++)
+                if (cand[j] <= bar) offer(B, cand[j], (int32_t)(f0 + j));
+}
+
+#ifdef RQ_X86
+__attribute__((target("avx2,f16c"))) static void level_avx2(float *restrict dst, const float *restrict src,
+                                                            const uint16_t *restrict row, int64_t K) {
+    int64_t j = 0;
+    for (; j + 8 <= K; j += 8) {
+        __m256 r = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(row + j)));
+        _mm256_storeu_ps(dst + j, _mm256_add_ps(_mm256_loadu_ps(src + j), r));
+    }
+    for (; j < K; j++) dst[j] = src[j] + half_to_float(row[j]);
+}
+
+__attribute__((target("avx2"))) static inline float hmin8(__m256 v) {
+    __m128 m = _mm_min_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_min_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_min_ss(m, _mm_shuffle_ps(m, m, 1));
+    return _mm_cvtss_f32(m);
+}
+
+__attribute__((target("avx2"))) static void finish_avx2(float *restrict cand, float *restrict gm, float e,
+                                                        const float *restrict t, const float *restrict sm, int64_t K,
+                                                        int64_t G) {
+    if (G != RQ_G) {
+        RQ_FINISH
+        return;
+    }
+    const __m256 ve = _mm256_set1_ps(e);
+    for (int64_t j = 0; j < K; j += RQ_G) {
+        __m256 lo = _mm256_set1_ps(INFINITY);
+        for (int64_t q = j; q < j + RQ_G; q += 8) {
+            __m256 c = _mm256_add_ps(ve, _mm256_add_ps(_mm256_loadu_ps(t + q), _mm256_loadu_ps(sm + q)));
+            _mm256_storeu_ps(cand + q, c);
+            lo = _mm256_min_ps(lo, c);
+        }
+        gm[j / RQ_G] = hmin8(lo);
+    }
+}
+
+__attribute__((target("avx2"))) static void select_avx2(const float *cand, const float *gm, int64_t K, int64_t G,
+                                                        float bar, Best *B, int32_t f0) {
+    if (G != RQ_G) {
+        select_scalar(cand, gm, K, G, bar, B, f0);
+        return;
+    }
+    const __m256 vb = _mm256_set1_ps(bar);
+    for (int64_t g = 0; g < K / RQ_G; g++) {
+        if (!(gm[g] <= bar)) continue;
+        for (int64_t j = g * RQ_G; j < (g + 1) * RQ_G; j += 8) {
+            unsigned mask = (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(cand + j), vb, _CMP_LE_OQ));
+            while (mask) {
+                int b = __builtin_ctz(mask);
+                offer(B, cand[j + b], (int32_t)(f0 + j + b));
+                mask &= mask - 1;
+            }
+        }
+    }
+}
+#endif
+
+/* A bound on the kept errors: the cap-th smallest of the ng run minima. cap distinct candidates are at most the
+ * bar, so every kept one is too (ties included) and the others need not be offered (on the 1M recipe a few
+ * dozen of a stage's 2,048 are). +inf with fewer runs than cap. */
+static float runs_bar(const float *gm, int64_t ng, int64_t cap, float *tmp) {
+    if (ng < cap) return INFINITY;
+    int64_t k = 0; /* tmp: the cap smallest so far, ascending */
+    for (int64_t g = 0; g < ng; g++) {
+        float x = gm[g];
+        if (k == cap && !(x < tmp[cap - 1])) continue;
+        int64_t p = k < cap ? k++ : cap - 1;
+        while (p > 0 && tmp[p - 1] > x) {
+            tmp[p] = tmp[p - 1];
+            p--;
+        }
+        tmp[p] = x;
+    }
+    return tmp[cap - 1] == tmp[cap - 1] ? tmp[cap - 1] : INFINITY;
+}
+
+/* t[j] = cn[j] - 2 <y, C[m, j]> from CT = C[m] transposed (d, K): the products summed in dimension order */
+static void stage_scalar(const float *restrict y, int64_t d, const float *restrict CT, const float *restrict cn,
+                         int64_t K, float *restrict t) {
+    for (int64_t j = 0; j < K; j++) t[j] = 0.f;
+    for (int64_t k = 0; k < d; k++) {
+        const float yk = y[k], *c = CT + k * K;
+        for (int64_t j = 0; j < K; j++) t[j] = t[j] + yk * c[j];
+    }
+    for (int64_t j = 0; j < K; j++) t[j] = cn[j] - 2.f * t[j];
+}
+
+#ifdef RQ_X86
+__attribute__((target("avx2"))) static void stage_avx2(const float *restrict y, int64_t d, const float *restrict CT,
+                                                       const float *restrict cn, int64_t K, float *restrict t) {
+    if (K % 32) {
+        stage_scalar(y, d, CT, cn, K, t);
+        return;
+    }
+    const __m256 two = _mm256_set1_ps(2.f);
+    int64_t j = 0;
+    for (; j + 64 <= K; j += 64) { /* 64 sums in registers over the d dimensions: 8 independent chains */
+        __m256 a[8];
+        for (int q = 0; q < 8; q++) a[q] = _mm256_setzero_ps();
+        for (int64_t k = 0; k < d; k++) {
+            const __m256 yk = _mm256_set1_ps(y[k]);
+            const float *c = CT + k * K + j;
+            for (int q = 0; q < 8; q++) a[q] = _mm256_add_ps(a[q], _mm256_mul_ps(yk, _mm256_loadu_ps(c + 8 * q)));
+        }
+        for (int q = 0; q < 8; q++)
+            _mm256_storeu_ps(t + j + 8 * q, _mm256_sub_ps(_mm256_loadu_ps(cn + j + 8 * q), _mm256_mul_ps(two, a[q])));
+    }
+    for (; j < K; j += 32) { /* 32 sums in registers over the d dimensions */
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (int64_t k = 0; k < d; k++) {
+            const __m256 yk = _mm256_set1_ps(y[k]);
+            const float *c = CT + k * K + j;
+            a0 = _mm256_add_ps(a0, _mm256_mul_ps(yk, _mm256_loadu_ps(c)));
+            a1 = _mm256_add_ps(a1, _mm256_mul_ps(yk, _mm256_loadu_ps(c + 8)));
+            a2 = _mm256_add_ps(a2, _mm256_mul_ps(yk, _mm256_loadu_ps(c + 16)));
+            a3 = _mm256_add_ps(a3, _mm256_mul_ps(yk, _mm256_loadu_ps(c + 24)));
+        }
+        _mm256_storeu_ps(t + j, _mm256_sub_ps(_mm256_loadu_ps(cn + j), _mm256_mul_ps(two, a0)));
+        _mm256_storeu_ps(t + j + 8, _mm256_sub_ps(_mm256_loadu_ps(cn + j + 8), _mm256_mul_ps(two, a1)));
+        _mm256_storeu_ps(t + j + 16, _mm256_sub_ps(_mm256_loadu_ps(cn + j + 16), _mm256_mul_ps(two, a2)));
+        _mm256_storeu_ps(t + j + 24, _mm256_sub_ps(_mm256_loadu_ps(cn + j + 24), _mm256_mul_ps(two, a3)));
+    }
+}
+#endif
+
+/* codes (n, M) of the rows y (n, d). CT (M, d, K): each stage's codewords transposed; cn (M, K) their squared
+ * norms; tab: the cross-product tables of stages 1..M-1, stage m's (m * K, K) block at K * K * m * (m - 1) / 2.
+ * Returns 0, or -1 when its buffers cannot be allocated (nothing written). */
+int64_t vqrec_rq_encode(const float *y, int64_t n, int64_t d, int64_t M, int64_t K, const float *CT, const float *cn,
+                        const uint16_t *tab, int64_t beam, uint8_t *codes, int32_t impl) {
+    if (beam < 1) beam = 1;
+    int simd = 0;
+#ifdef RQ_X86
+    simd = impl == 2 || (impl == 0 && vqrec_fs_has_avx2());
+    if (simd && !vqrec_fs_has_avx2()) simd = 0;
+#endif
+    const int64_t V = RQ_BLOCK, W = beam * M;
+    float *e = malloc(sizeof(float) * V * beam * 2), *bv = malloc(sizeof(float) * beam);
+    const int64_t G = K < RQ_G ? K : RQ_G; /* K is a power of two */
+    float *S = malloc(sizeof(float) * (M + 1) * K), *cand = malloc(sizeof(float) * beam * K);
+    float *gm = malloc(sizeof(float) * beam * (K / G)), *tmp = malloc(sizeof(float) * beam);
+    float *tv = malloc(sizeof(float) * K);
+    int32_t *bf = malloc(sizeof(int32_t) * beam), *ord = malloc(sizeof(int32_t) * beam);
+    uint8_t *cur = malloc((size_t)(V * W)), *nxt = malloc((size_t)(V * W));
+    if (!e || !bv || !S || !cand || !gm || !tmp || !tv || !bf || !ord || !cur || !nxt) {
+        free(e), free(bv), free(S), free(cand), free(gm), free(tmp), free(tv), free(bf), free(ord), free(cur),
+            free(nxt);
+        return -1;
+    }
+    float *const e0 = e, *enew = e + V * beam;
+    for (int64_t j = 0; j < K; j++) S[j] = 0.f;
+    for (int64_t i0 = 0; i0 < n; i0 += V) {
+        /* stage by stage over a block of rows: stage m's table block stays in cache for all of them */
+        const int64_t nv = n - i0 < V ? n - i0 : V;
+        int64_t nb = 1; /* every row keeps the same number of candidates at a stage */
+        for (int64_t v = 0; v < nv; v++) e[v * beam] = 0.f;
+        for (int64_t m = 0; m < M; m++) {
+            const uint16_t *X = tab + K * K * (m * (m - 1) / 2);
+            const int64_t cap = nb * K < beam ? nb * K : beam;
+            for (int64_t v = 0; v < nv; v++) {
+                const float *yv = y + (i0 + v) * d, *CTm = CT + m * d * K, *cnm = cn + m * K;
+#ifdef RQ_X86
+                if (simd)
+                    stage_avx2(yv, d, CTm, cnm, K, tv);
+                else
+#endif
+                    stage_scalar(yv, d, CTm, cnm, K, tv);
+                const uint8_t *cv = cur + v * W;
+                for (int64_t b = 0; b < nb; b++) { /* the partial codes in lexicographic order (stable) */
+                    int64_t p = b;
+                    while (p > 0 && memcmp(cv + ord[p - 1] * M, cv + b * M, (size_t)m) > 0) {
+                        ord[p] = ord[p - 1];
+                        p--;
+                    }
+                    ord[p] = (int32_t)b;
+                }
+                const uint8_t *prev = NULL;
+                for (int64_t o = 0; o < nb; o++) {
+                    const int64_t b = ord[o];
+                    const uint8_t *cb = cv + b * M;
+                    int64_t p = 0; /* the prefix shared with the previous one: its sums are on the stack */
+                    if (prev)
+                        while (p < m && cb[p] == prev[p]) p++;
+                    for (; p < m; p++) {
+                        const uint16_t *row = X + (p * K + cb[p]) * K;
+#ifdef RQ_X86
+                        if (simd)
+                            level_avx2(S + (p + 1) * K, S + p * K, row, K);
+                        else
+#endif
+                            level_scalar(S + (p + 1) * K, S + p * K, row, K);
+                    }
+#ifdef RQ_X86
+                    if (simd)
+                        finish_avx2(cand + b * K, gm + b * (K / G), e[v * beam + b], tv, S + m * K, K, G);
+                    else
+#endif
+                        finish_scalar(cand + b * K, gm + b * (K / G), e[v * beam + b], tv, S + m * K, K, G);
+                    prev = cb;
+                }
+                const float bar = runs_bar(gm, nb * (K / G), cap, tmp);
+                Best B = {bv, bf, cap};
+                for (int64_t s = 0; s < cap; s++) { /* placeholders: the first candidates at +inf */
+                    bv[s] = INFINITY;
+                    bf[s] = (int32_t)s;
+                }
+                for (int64_t b = 0; b < nb; b++) {
+#ifdef RQ_X86
+                    if (simd)
+                        select_avx2(cand + b * K, gm + b * (K / G), K, G, bar, &B, (int32_t)(b * K));
+                    else
+#endif
+                        select_scalar(cand + b * K, gm + b * (K / G), K, G, bar, &B, (int32_t)(b * K));
+                }
+                uint8_t *nv_ = nxt + v * W;
+                for (int64_t s = 0; s < cap; s++) {
+                    int64_t b = bf[s] / K, j = bf[s] % K;
+                    memcpy(nv_ + s * M, cv + b * M, (size_t)m);
+                    nv_[s * M + m] = (uint8_t)j;
+                    enew[v * beam + s] = bv[s];
+                }
+            }
+            uint8_t *sw = cur;
+            cur = nxt, nxt = sw;
+            float *ew = e;
+            e = enew, enew = ew;
+            nb = cap;
+        }
+        for (int64_t v = 0; v < nv; v++) memcpy(codes + (i0 + v) * M, cur + v * W, (size_t)M);
+    }
+    free(e0), free(bv), free(S), free(cand), free(gm), free(tmp), free(tv), free(bf), free(ord), free(cur), free(nxt);
+    return 0;
+}
