@@ -72,11 +72,17 @@ def train_pq(xt: NDArray[np.float32], cfg: TrainConfig, *, show_progress: bool =
 
 
 def train_opq(xt: NDArray[np.float32], cfg: TrainConfig, *, show_progress: bool = True) -> Codebooks:
-    """faiss OPQMatrix learns an orthogonal rotation R; then PQ on the rotated sample."""
+    """faiss OPQMatrix learns an orthogonal rotation R; then PQ on the rotated sample.
+
+    The rotation is learnt on a sample of 256 points per codeword, at least 32,768 (faiss's 65,536 for 8-bit
+    codes; half that for 4-bit ones). Measured on the 1M x 64 recipe (OPQ32x4 score-aware, recall@10 of 1,000
+    users over a 200k-item sample): 32,768 points 7.8 s and 0.7570, faiss's 65,536 12.1 s and 0.7581 (10 OPQ
+    iterations instead of 25: 6.5 s and 0.7531)."""
     n, d = xt.shape
     with progress(total=1, desc="train opq rotation", disable=not show_progress) as bar:
         opq = faiss.OPQMatrix(d, cfg.M)
         opq.niter = cfg.opq_niter
+        opq.max_train_points = max(1 << 15, 256 * cfg.ksub)
         opq.verbose = False
         # the PQ that OPQ alternates with: ours, so it has our nbits, our seed, and no k-means warning spam
         inner = faiss.ProductQuantizer(d, cfg.M, cfg.nbits)
