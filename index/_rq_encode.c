@@ -6,13 +6,14 @@
  * where t[m, j] = ||C[m, j]||^2 - 2 <y, C[m, j]> (the products summed in dimension order) and
  * X_m[l, i][j] = 2 <C[l, i], C[m, j]> (the cross-product table, built once per codebook). The ``beam`` smallest
  * (ties: the lower b, then the lower j, as a stable sort) are kept; the smallest at the last stage is the code.
- * The same recurrence as faiss's ResidualQuantizer with use_beam_LUT, written for 2 cores: the table rows are
- * summed in place (no per-candidate residual) and the selection skips whole runs of 8 candidates with one
- * comparison. Sums are float32 in the order above on both paths and in the numpy reference (no contraction:
- * -ffp-contract=off), so the three give the same codes (tests).
+ * The same recurrence as faiss's ResidualQuantizer with use_beam_LUT, written for 2 cores: the cross-product
+ * tables X are float16 (half the memory traffic) and each distinct prefix of the beam's partial codes reads
+ * its row once; rows are encoded stage by stage in blocks of RQ_BLOCK so a stage's table block stays in cache;
+ * only the candidates under a bound on the kept errors (from run minima) are offered to the beam. Sums are
+ * float32 in the order above on both paths and in the numpy reference (no contraction: -ffp-contract=off; the
+ * float16 -> float32 conversion is exact), so the three give the same codes (tests).
  *
- * Dispatch as in _fastscan.c: impl 0 auto, 1 scalar, 2 AVX2 (the same loops, compiled for AVX2, and the
- * selection's skip test on 8 candidates at once).
+ * Dispatch as in _fastscan.c: impl 0 auto, 1 scalar, 2 AVX2 (+F16C): the same sums, 8 or 64 at a time.
  */
 #include <math.h>
 #include <stdint.h>
