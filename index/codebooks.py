@@ -177,7 +177,9 @@ class Codebooks:
 
     def _nearest_codes(self, y: NDArray[np.float32]) -> NDArray[np.uint8]:
         if self.kind == "rq":
-            if rq_encode.available(self.M, self.ksub):  # the same codes as faiss's, 2x faster (index/rq_encode.py)
+            # faiss's beam search, ~3x faster on 2 cores; its float16 tables give 2.2 % of the 1M recipe's rows
+            # another code at the same error (index/rq_encode.py)
+            if rq_encode.available(self.M, self.ksub):
                 if self._rq_tables is None:
                     self._rq_tables = rq_encode.tables(self.centroids)
                 return rq_encode.encode(y, self.centroids, int(self.beam_size), tabs=self._rq_tables)
