@@ -17,6 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from vqrec.index.codebooks import Codebooks
+from vqrec.index.eval import recall_at_k
 
 
 def encode_sa(y: NDArray[np.float32], C: NDArray[np.float32], beam: int, w: float) -> NDArray[np.int64]:
@@ -61,7 +62,7 @@ def main() -> None:
         dec = C[np.arange(cb.M), codes].sum(axis=1)
         scores = (users @ dec.T) * (norms / np.maximum(np.linalg.norm(dec, axis=1), 1e-12))[None]
         top = np.argpartition(-scores, 10, axis=1)[:, :10]
-        recall = np.mean([len(np.intersect1d(a, b)) / 10 for a, b in zip(top, truth, strict=True)])
+        recall = recall_at_k(top, truth, 10)
         print(f"T {T:g} (eta {eta:.2f}): recall@10 {recall:.4f} ({time.perf_counter() - t0:.0f} s)", flush=True)
 
 

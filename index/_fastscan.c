@@ -56,7 +56,8 @@ int vqrec_fs_has_avx2(void) {
     return known;
 }
 
-static int resolve_impl(int impl) {
+/* the path an impl argument runs: auto -> AVX2 where the CPU has it; AVX2 -> scalar where it has not */
+int vqrec_fs_resolve_impl(int impl) {
     if (impl == IMPL_AUTO) return vqrec_fs_has_avx2() ? IMPL_AVX2 : IMPL_SCALAR;
     if (impl == IMPL_AVX2 && !vqrec_fs_has_avx2()) return IMPL_SCALAR;
     return impl;
@@ -131,7 +132,7 @@ __attribute__((target("avx2"))) static void quantize_lut_avx2(const float *lut, 
 /* the quantized table (impl as the searches: 0 auto, 1 scalar, 2 AVX2; the same bytes) */
 void vqrec_fs_quantize_lut(const float *lut, int64_t M, uint8_t *q, float *delta_out, float *bias_out, int impl) {
 #ifdef VQREC_X86
-    if (resolve_impl(impl) == IMPL_AVX2) {
+    if (vqrec_fs_resolve_impl(impl) == IMPL_AVX2) {
         quantize_lut_avx2(lut, M, q, delta_out, bias_out);
         return;
     }
@@ -222,7 +223,7 @@ __attribute__((target("avx2"))) static void sums_avx2_u16(const uint8_t *q, int6
 
 /* 32 sums per block for nblocks blocks (tests: every path against the numpy reference) */
 void vqrec_fs_sums(const uint8_t *q, int64_t M, const uint8_t *packed, int64_t nblocks, uint16_t *out, int impl) {
-    impl = resolve_impl(impl);
+    impl = vqrec_fs_resolve_impl(impl);
     for (int64_t b = 0; b < nblocks; b++) {
 #ifdef VQREC_X86
         if (impl == IMPL_AVX2) {
@@ -676,7 +677,7 @@ static const int64_t *query_lists(int64_t qi, const float *ys, int64_t d, const 
  * (the int8 shortlist, then exact float16 keys, as a query's nprobe 1). Returns 0, or -1 when out of memory. */
 int64_t vqrec_coarse_assign(const Coarse *ct, int64_t nlist, int64_t d, const float *w, const float *b, const float *ys,
                             int64_t n, int64_t *out, int impl) {
-    impl = resolve_impl(impl);
+    impl = vqrec_fs_resolve_impl(impl);
     float *keys = malloc(sizeof(float) * (size_t)(2 * nlist));
     int64_t *probes = malloc(sizeof(int64_t) * (size_t)nlist);
     if (!keys || !probes) {
@@ -702,7 +703,7 @@ void vqrec_fs_search_many(int64_t nq, const float *luts, int64_t M, const uint8_
                           const int64_t *probes_in, const float *alphas, const float *scale, const float *add,
                           int64_t kcand, int64_t k, float *D, int64_t *I, int64_t *scanned, float *keys,
                           float *cD, int64_t *cI, int64_t *probes, float *hD, int impl) {
-    impl = resolve_impl(impl);
+    impl = vqrec_fs_resolve_impl(impl);
     uint8_t q[256 * 16];
     uint8_t c[256];
     if (kcand < k) kcand = k;
@@ -766,7 +767,7 @@ void vqrec_ivf8_search_many(int64_t nq, const float *luts, int64_t M, int64_t ks
                             const float *w, const float *b, int64_t nprobe, const int64_t *probes_in,
                             const float *alphas, const float *scale, const float *add, int64_t k, float *D,
                             int64_t *I, int64_t *scanned, float *keys, int64_t *probes, float *hD, int impl) {
-    impl = resolve_impl(impl);
+    impl = vqrec_fs_resolve_impl(impl);
     for (int64_t qi = 0; qi < nq; qi++) {
         const int64_t *pr = query_lists(qi, ys, d, ct, nlist, w, b, nprobe, probes_in, keys, hD, probes, impl);
         int64_t np = nprobe < nlist ? nprobe : nlist, seen = 0, nk = 0;
@@ -951,7 +952,7 @@ __attribute__((target("avx2"))) static void make_lut_avx2(const vqrec_lists_t *L
 
 static void make_lut_impl(const vqrec_lists_t *L, const float *y, float *lut, int impl) {
 #ifdef VQREC_X86
-    if (L->ksub % 8 == 0 && resolve_impl(impl) == IMPL_AVX2) {
+    if (L->ksub % 8 == 0 && vqrec_fs_resolve_impl(impl) == IMPL_AVX2) {
         make_lut_avx2(L, y, lut);
         return;
     }

@@ -27,7 +27,7 @@
 #define RQ_X86 1
 #endif
 
-int vqrec_fs_has_avx2(void); /* _fastscan.c, the same library */
+int vqrec_fs_resolve_impl(int impl); /* _fastscan.c, the same library: 1 scalar, 2 AVX2 */
 
 #define RQ_BLOCK 1024 /* rows encoded stage by stage together */
 
@@ -173,40 +173,32 @@ static void stage_scalar(const float *restrict y, int64_t d, const float *restri
 }
 
 #ifdef RQ_X86
+/* t[j0 .. j0 + 8 Q) in Q registers over the d dimensions (Q independent chains) */
+__attribute__((target("avx2"), always_inline)) static inline void stage_run(const float *restrict y, int64_t d,
+                                                                           const float *restrict CT,
+                                                                           const float *restrict cn, int64_t K,
+                                                                           float *restrict t, int64_t j0, const int Q) {
+    __m256 a[8];
+    for (int q = 0; q < Q; q++) a[q] = _mm256_setzero_ps();
+    for (int64_t k = 0; k < d; k++) {
+        const __m256 yk = _mm256_set1_ps(y[k]);
+        const float *c = CT + k * K + j0;
+        for (int q = 0; q < Q; q++) a[q] = _mm256_add_ps(a[q], _mm256_mul_ps(yk, _mm256_loadu_ps(c + 8 * q)));
+    }
+    const __m256 two = _mm256_set1_ps(2.f);
+    for (int q = 0; q < Q; q++)
+        _mm256_storeu_ps(t + j0 + 8 * q, _mm256_sub_ps(_mm256_loadu_ps(cn + j0 + 8 * q), _mm256_mul_ps(two, a[q])));
+}
+
 __attribute__((target("avx2"))) static void stage_avx2(const float *restrict y, int64_t d, const float *restrict CT,
                                                        const float *restrict cn, int64_t K, float *restrict t) {
     if (K % 32) {
         stage_scalar(y, d, CT, cn, K, t);
         return;
     }
-    const __m256 two = _mm256_set1_ps(2.f);
     int64_t j = 0;
-    for (; j + 64 <= K; j += 64) { /* 64 sums in registers over the d dimensions: 8 independent chains */
-        __m256 a[8];
-        for (int q = 0; q < 8; q++) a[q] = _mm256_setzero_ps();
-        for (int64_t k = 0; k < d; k++) {
-            const __m256 yk = _mm256_set1_ps(y[k]);
-            const float *c = CT + k * K + j;
-            for (int q = 0; q < 8; q++) a[q] = _mm256_add_ps(a[q], _mm256_mul_ps(yk, _mm256_loadu_ps(c + 8 * q)));
-        }
-        for (int q = 0; q < 8; q++)
-            _mm256_storeu_ps(t + j + 8 * q, _mm256_sub_ps(_mm256_loadu_ps(cn + j + 8 * q), _mm256_mul_ps(two, a[q])));
-    }
-    for (; j < K; j += 32) { /* 32 sums in registers over the d dimensions */
-        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-        for (int64_t k = 0; k < d; k++) {
-            const __m256 yk = _mm256_set1_ps(y[k]);
-            const float *c = CT + k * K + j;
-            a0 = _mm256_add_ps(a0, _mm256_mul_ps(yk, _mm256_loadu_ps(c)));
-            a1 = _mm256_add_ps(a1, _mm256_mul_ps(yk, _mm256_loadu_ps(c + 8)));
-            a2 = _mm256_add_ps(a2, _mm256_mul_ps(yk, _mm256_loadu_ps(c + 16)));
-            a3 = _mm256_add_ps(a3, _mm256_mul_ps(yk, _mm256_loadu_ps(c + 24)));
-        }
-        _mm256_storeu_ps(t + j, _mm256_sub_ps(_mm256_loadu_ps(cn + j), _mm256_mul_ps(two, a0)));
-        _mm256_storeu_ps(t + j + 8, _mm256_sub_ps(_mm256_loadu_ps(cn + j + 8), _mm256_mul_ps(two, a1)));
-        _mm256_storeu_ps(t + j + 16, _mm256_sub_ps(_mm256_loadu_ps(cn + j + 16), _mm256_mul_ps(two, a2)));
-        _mm256_storeu_ps(t + j + 24, _mm256_sub_ps(_mm256_loadu_ps(cn + j + 24), _mm256_mul_ps(two, a3)));
-    }
+    for (; j + 64 <= K; j += 64) stage_run(y, d, CT, cn, K, t, j, 8);
+    for (; j < K; j += 32) stage_run(y, d, CT, cn, K, t, j, 4);
 }
 #endif
 
@@ -216,11 +208,8 @@ __attribute__((target("avx2"))) static void stage_avx2(const float *restrict y, 
 int64_t vqrec_rq_encode(const float *y, int64_t n, int64_t d, int64_t M, int64_t K, const float *CT, const float *cn,
                         const uint16_t *tab, int64_t beam, uint8_t *codes, int32_t impl) {
     if (beam < 1) beam = 1;
-    int simd = 0;
-#ifdef RQ_X86
-    simd = impl == 2 || (impl == 0 && vqrec_fs_has_avx2());
-    if (simd && !vqrec_fs_has_avx2()) simd = 0;
-#endif
+    const int simd = vqrec_fs_resolve_impl(impl) == 2;
+    (void)simd; /* (read only on x86) */
     const int64_t V = RQ_BLOCK, W = beam * M;
     float *e = malloc(sizeof(float) * V * beam * 2), *bv = malloc(sizeof(float) * beam);
     const int64_t G = K < RQ_G ? K : RQ_G; /* K is a power of two */
