@@ -28,6 +28,7 @@ from vqrec.trainers.configfile import load_settings
         ({"M": 257}, "M must be at most 256"),
         ({"niter": 0}, "niter must be a positive integer"),
         ({"beam_size": 0}, "beam_size must be a positive integer"),
+        ({"train_beam_size": 0}, "train_beam_size must be a positive integer"),
         ({"eval_queries": "10"}, "eval_queries must be a positive integer"),
     ],
 )

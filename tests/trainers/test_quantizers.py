@@ -186,3 +186,13 @@ def test_report_with_a_queries_file_and_a_database_sample(small, embed, recsys):
 def test_max_train_points(small):
     cb = train(small, cfg(max_train_points=400), show_progress=False)
     assert cb.report["n_train"] == 400
+
+
+def test_rq_training_beam_is_used(small):
+    """train_beam_size reaches faiss's training: a wider beam encodes the sample differently between stages, so
+    the later stages' codebooks differ; the first stage's (k-means on the vectors) does not."""
+    greedy = train(small, cfg(method="rq", train_beam_size=1), show_progress=False)
+    wide = train(small, cfg(method="rq", train_beam_size=4), show_progress=False)
+    assert wide.config["train_beam_size"] == 4
+    np.testing.assert_array_equal(greedy.centroids[0], wide.centroids[0])
+    assert not np.array_equal(greedy.centroids[1:], wide.centroids[1:])
