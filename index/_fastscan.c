@@ -12,8 +12,9 @@
  * instruction; 16-bit accumulators gather even items (masked) and odd items (shifted).
  *
  * Scores. The approximate score of item i is alpha * ((delta * acc_i + bias) * scale_i) + add_i
- * (scale/add per row, may be NULL, padded by 32 entries past the last row: the SIMD path reads a
- * list's last block whole; the same per-item terms as the 8-bit kernel), evaluated in this
+ * (scale/add per row, may be NULL: n entries, read in place; the same per-item terms as the 8-bit kernel;
+ * a list's partial last block reads them through a 32-entry copy, so the arrays need no padding and may be the
+ * artifact's files memory-mapped), evaluated in this
  * order in float32 without fused multiply-add, so the scalar path, the SIMD paths and the numpy
  * reference give identical bits. The best `kcand` by that score are then re-scored exactly with the
  * float table (alpha * sum_m lut[m, c_m] * scale_i + add_i, as the 8-bit kernel scores) and the best k
@@ -354,8 +355,21 @@ __attribute__((target("avx2"))) static void scan_list_avx2(Query *Q, const uint8
         for (int64_t o = 0; o < bsize; o += 64) __builtin_prefetch(blocks + (b + 4) * bsize + o, 0, 0);
         sums_avx2(Q->q, Q->M, blocks + b * bsize, s);
         int64_t base = row0 + b * 32, cnt = n - b * 32 < 32 ? n - b * 32 : 32;
-        /* below the reservoir's bar nothing enters (ties are settled by res_push). A list's last block reads
-         * the per-row terms of up to 31 rows past the list: the caller pads those arrays by 32. */
+        const float *sc = Q->scale ? Q->scale + base : NULL, *ad = Q->add ? Q->add + base : NULL;
+        float sbuf[32], abuf[32];
+        if (cnt < 32) { /* a list's partial last block: its rows' terms through a copy (never read past row n) */
+            if (sc) {
+                memcpy(sbuf, sc, (size_t)cnt * sizeof(float));
+                memset(sbuf + cnt, 0, (size_t)(32 - cnt) * sizeof(float));
+                sc = sbuf;
+            }
+            if (ad) {
+                memcpy(abuf, ad, (size_t)cnt * sizeof(float));
+                memset(abuf + cnt, 0, (size_t)(32 - cnt) * sizeof(float));
+                ad = abuf;
+            }
+        }
+        /* below the reservoir's bar nothing enters (ties are settled by res_push) */
         float bar = Q->R.full ? Q->R.bar : -INFINITY;
         __m256 vbar = _mm256_set1_ps(bar);
         float vals[32];
@@ -363,9 +377,9 @@ __attribute__((target("avx2"))) static void scan_list_avx2(Query *Q, const uint8
         for (int g = 0; g < 4; g++) {
             __m256 v = _mm256_mul_ps(vdelta, _mm256_cvtepi32_ps(s[g]));
             v = _mm256_add_ps(v, vqb);
-            if (Q->scale) v = _mm256_mul_ps(v, _mm256_loadu_ps(Q->scale + base + 8 * g));
+            if (sc) v = _mm256_mul_ps(v, _mm256_loadu_ps(sc + 8 * g));
             v = _mm256_mul_ps(valpha, v);
-            if (Q->add) v = _mm256_add_ps(v, _mm256_loadu_ps(Q->add + base + 8 * g));
+            if (ad) v = _mm256_add_ps(v, _mm256_loadu_ps(ad + 8 * g));
             _mm256_storeu_ps(vals + 8 * g, v);
             mask |= (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(v, vbar, _CMP_GE_OQ)) << (8 * g);
         }

@@ -6,6 +6,8 @@ A directory, readable with plain numpy (no pickles); see docs/artifacts.md:
                         source fingerprints, sha256 + size of every file, evaluation report
     codebooks.npz       centroids (M, ksub, dsub|d) float32 [+ rotation (d, d) float32 for opq]
     codes.npy           (n, M) uint8          one code per (sub)codebook
+    codes_fs4.npy       (blocks, 16 M) uint8  4-bit codes that fit it: the same codes in the 4-bit scan's block
+                        layout (index/fastscan.py), searched in place; checked against codes.npy at load
     item_ids.txt        n lines, UTF-8        row i of codes.npy is item_ids line i
     item_norms.npy      (n,) float32          |x_hat| (reconstruction norm, code space)
     item_zero.npy       (n,) bool             input vector was all zeros
@@ -56,6 +58,7 @@ from typing import Any
 
 import numpy as np
 
+from . import fastscan
 from .artifact_io import (
     MANIFEST,
     atomic_dir,
@@ -78,6 +81,7 @@ from .semantic import SemanticIds
 logger = logging.getLogger(__name__)
 
 INDEX_FORMAT_VERSION = 2
+PACKED = "codes_fs4.npy"  # the 4-bit block layout of codes.npy (written for 4-bit codes that fit it)
 READABLE_VERSIONS = (1, 2)
 _SEMANTIC_DTYPES = (np.uint8, np.uint16, np.uint32)
 _VECTOR_DTYPES = (np.float16, np.float32)
@@ -130,6 +134,9 @@ def save_index(
             np.save(os.path.join(tmp, "item_vectors.npy"), index.item_vectors)
             if index.item_vectors_scale is not None:
                 np.save(os.path.join(tmp, "item_vectors_scale.npy"), index.item_vectors_scale.astype(np.float32))
+        if fastscan.supports(cb.M, cb.nbits) and len(index):
+            # the layout the 4-bit scan reads, saved so that a load maps it instead of packing a private copy
+            np.save(os.path.join(tmp, PACKED), index.packed_layout())
         if index.partition is not None:
             np.save(os.path.join(tmp, "partition_centroids.npy"), index.partition.centroids)
             np.save(os.path.join(tmp, "partition_lists.npy"), index.partition.list_rows)
@@ -140,7 +147,7 @@ def save_index(
 
         sizes = {name: os.path.getsize(os.path.join(tmp, name)) for name in os.listdir(tmp)}
         n = len(index)
-        per_item_files = ["codes.npy", "item_norms.npy", "item_zero.npy", "item_scale.npy", "item_ids.txt"]
+        per_item_files = ["codes.npy", "item_norms.npy", "item_zero.npy", "item_scale.npy", "item_ids.txt", PACKED]
         base = {k: v for k, v in index.manifest.items() if k not in ("files", "evaluation", "manifest_sha256")}
         manifest = {
             "artifact": "index",
@@ -201,27 +208,35 @@ def load_index(path: str, *, mmap: bool = True, verify: bool = True) -> Compress
         )
     except (KeyError, TypeError, ConfigError) as e:
         raise ArtifactCorrupt(f"{os.path.join(path, 'codebooks.npz')}: does not match the manifest ({e}).") from None
-    codes = load_npy(path, "codes.npy", mmap=mmap)
+    n = manifest["n_items"]
+    partition = _load_partition(path, files, manifest, n, cb.d)
+    # the 4-bit layout as saved: searched in place (mapped pages are shared by every process that maps them),
+    # so codes.npy is only mapped for the check against it
+    use_packed = PACKED in files and fastscan.fastscan_available() and fastscan.supports(cb.M, cb.nbits) and n > 0
+    codes = load_npy(path, "codes.npy", mmap=mmap or use_packed)
+    _expect(path, "codes.npy", codes, (n, cb.M), np.uint8)
+    item_codes: Any = codes
+    if use_packed:
+        list_rows = partition.list_rows if partition is not None else np.array([0, n], dtype=np.int64)
+        item_codes = _load_packed(path, codes, list_rows, cb.M, mmap=mmap, full_check=verify)
+    elif cb.nbits < 8 and n and int(np.max(codes)) >= cb.ksub:
+        raise ArtifactCorrupt(f"{os.path.join(path, 'codes.npy')}: a code is >= ksub ({cb.ksub}).")
     try:
-        ids = read_id_file(os.path.join(path, "item_ids.txt"))
+        ids = read_id_file(os.path.join(path, "item_ids.txt"), mmap=mmap)
     except ConfigError as e:  # a repeated id
         raise ArtifactCorrupt(f"{os.path.join(path, 'item_ids.txt')}: {e}") from None
-    norms = load_npy(path, "item_norms.npy")
-    zero = load_npy(path, "item_zero.npy")
-    n = manifest["n_items"]
-    _expect(path, "codes.npy", codes, (n, cb.M), np.uint8)
+    norms = load_npy(path, "item_norms.npy", mmap=mmap)
+    zero = load_npy(path, "item_zero.npy", mmap=mmap)
     _expect(path, "item_norms.npy", norms, (n,), np.float32)
     _finite(path, "item_norms.npy", norms, nonnegative=True)
     _expect(path, "item_zero.npy", zero, (n,), np.bool_)
     if len(ids) != n:
         raise ArtifactCorrupt(f"{os.path.join(path, 'item_ids.txt')}: {len(ids)} ids, manifest says n_items={n}.")
-    if cb.nbits < 8 and n and int(np.max(codes)) >= cb.ksub:
-        raise ArtifactCorrupt(f"{os.path.join(path, 'codes.npy')}: a code is >= ksub ({cb.ksub}).")
     scale = None
     if cb.norm_explicit:
         if "item_scale.npy" not in files:
             raise ArtifactCorrupt(f"{os.path.join(path, 'item_scale.npy')}: missing (norm-explicit codebooks).")
-        scale = load_npy(path, "item_scale.npy")
+        scale = load_npy(path, "item_scale.npy", mmap=mmap)
         _expect(path, "item_scale.npy", scale, (n,), np.float32)
         _finite(path, "item_scale.npy", scale, nonnegative=True)
     elif "item_scale.npy" in files:
@@ -239,16 +254,16 @@ def load_index(path: str, *, mmap: bool = True, verify: bool = True) -> Compress
     if "user_ids.txt" in files:
         uids = read_ids(os.path.join(path, "user_ids.txt"))
         if "user_codes.npy" in files:
-            uc = load_npy(path, "user_codes.npy")
+            uc = load_npy(path, "user_codes.npy", mmap=mmap)
             _expect(path, "user_codes.npy", uc, (len(uids), cb.M), np.uint8)
             us = None
             if "user_scale.npy" in files:
-                us = load_npy(path, "user_scale.npy")
+                us = load_npy(path, "user_scale.npy", mmap=mmap)
                 _expect(path, "user_scale.npy", us, (len(uids),), np.float32)
                 _finite(path, "user_scale.npy", us, nonnegative=True)
             users = UserStore(ids=uids, storage="codes", codes=uc, scale=us)
         elif "user_vectors.npy" in files:
-            uv = load_npy(path, "user_vectors.npy")
+            uv = load_npy(path, "user_vectors.npy", mmap=mmap)
             if uv.dtype not in _VECTOR_DTYPES:
                 raise ArtifactCorrupt(f"{os.path.join(path, 'user_vectors.npy')}: dtype {uv.dtype}.")
             _expect(path, "user_vectors.npy", uv, (len(uids), cb.d), uv.dtype)
@@ -280,13 +295,12 @@ def load_index(path: str, *, mmap: bool = True, verify: bool = True) -> Compress
             iv_scale = load_npy(path, "item_vectors_scale.npy")
             _expect(path, "item_vectors_scale.npy", iv_scale, (cb.d,), np.float32)
             _finite(path, "item_vectors_scale.npy", iv_scale, nonnegative=True)
-    partition = _load_partition(path, files, manifest, n, cb.d)
     _check_counts(path, manifest, cb, users)
     verify_manifest_checksum(path, manifest, raw)
     try:
         index = CompressedIndex(
             codebooks=cb,
-            codes=codes,
+            codes=item_codes,
             item_ids=ids,
             recon_norms=norms,
             zero_items=zero,
@@ -319,6 +333,36 @@ def load_index(path: str, *, mmap: bool = True, verify: bool = True) -> Compress
         time.perf_counter() - t0,
     )
     return index
+
+
+_CHECK_ROWS = 1 << 18  # rows of codes.npy compared with the packed layout per step
+
+
+def _load_packed(
+    path: str, codes: np.ndarray, list_rows: np.ndarray, M: int, *, mmap: bool, full_check: bool
+) -> fastscan.PackedCodes:
+    """``codes_fs4.npy`` as the index's codes, checked against ``codes.npy``: every row when the checksums are
+    verified (the file is then known to be as written, and this proves the writer packed the same codes), else
+    the first and last row of every list and 1,024 more spread over the rows (a load in seconds at 10M items)."""
+    packed = load_npy(path, PACKED, mmap=mmap)
+    _expect(path, PACKED, packed, (int(fastscan.list_blocks(list_rows)[-1]), 16 * M), np.uint8)
+    n = len(codes)
+    if full_check:
+        spans = [np.arange(r0, min(r0 + _CHECK_ROWS, n)) for r0 in range(0, n, _CHECK_ROWS)]
+    else:
+        ends = np.concatenate([list_rows[:-1], list_rows[1:] - 1])
+        ends = ends[(ends >= 0) & (ends < n)]
+        spans = [np.unique(np.concatenate([ends, np.linspace(0, n - 1, min(n, 1024)).astype(np.int64)]))]
+    for rows in spans:
+        got = fastscan.unpack_rows(packed, M, list_rows, rows)
+        want = codes[rows[0] : rows[-1] + 1] if full_check else codes[rows]
+        if not np.array_equal(got, want):
+            bad = int(rows[np.flatnonzero((got != want).any(axis=1))[0]])
+            raise ArtifactCorrupt(
+                f"{os.path.join(path, PACKED)}: row {bad} differs from codes.npy (the packed layout must hold the "
+                "same codes); rebuild the index."
+            )
+    return fastscan.PackedCodes(packed, M, list_rows)
 
 
 def _load_partition(path: str, files: dict[str, Any], manifest: dict[str, Any], n: int, d: int) -> Partition | None:

@@ -164,16 +164,6 @@ def _contig(a: NDArray | None, dtype: type) -> NDArray | None:
     return a if a.dtype == dtype and a.flags.c_contiguous else np.ascontiguousarray(a, dtype=dtype)
 
 
-def _padded(a: NDArray | None, n: int) -> NDArray[np.float32] | None:
-    if a is None:
-        return None
-    if a.dtype == np.float32 and a.flags.c_contiguous and len(a) >= n + BLOCK:
-        return a
-    out = np.zeros(n + BLOCK, np.float32)
-    out[:n] = np.asarray(a, np.float32)[:n]
-    return out
-
-
 class PackedCodes:
     """The (n, M) code table read back from the packed 4-bit layout on demand: what an index holds as its
     codes when they are packed (M/2 bytes per item instead of M). Indexing returns uint8 arrays, as the
@@ -342,10 +332,12 @@ class ListScan:
         self.coarse = coarse_table(np.asarray(centroids_t, np.float32).T)
         self._coarse = _Coarse.of(self.coarse)
         self.w, self.b = _contig(w, np.float32), _contig(b, np.float32)
-        # per-row terms padded by a block: the kernel reads a list's last block whole (an array that already
-        # has the padding is used in place)
+        # per-row terms, used in place when float32 and contiguous (e.g. the artifact's item_scale.npy, mapped)
         n = int(self.list_rows[-1])  # type: ignore[index]
-        self.scale, self.add = (_padded(a, n) for a in (scale, add))
+        for a in (scale, add):
+            if a is not None and len(a) < n:
+                raise ValueError(f"per-row terms hold {len(a)} rows, the lists {n}")
+        self.scale, self.add = _contig(scale, np.float32), _contig(add, np.float32)
         self.packed = None if packed is None else _contig(packed, np.uint8)
         self.codes = None if codes is None else _contig(codes, np.uint8)
         self.list_blocks = list_blocks(self.list_rows) if packed is not None else None  # type: ignore[arg-type]

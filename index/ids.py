@@ -14,6 +14,7 @@ It behaves as a read-only sequence of str: ``len``, ``ids[i]``, slices (lists), 
 from __future__ import annotations
 
 import ctypes
+import os
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from typing import overload
@@ -52,9 +53,10 @@ class IdList(Sequence[str]):
         self._off = np.ascontiguousarray(offsets)
         self._off32 = int(self._off.dtype == np.uint32)
         self._n = len(self._off) - 1
-        # bytes to slice ids from: the ids file's own bytes object when read from one (no copy)
+        # bytes to slice ids from without the kernel: the ids file's own bytes object when read from one (no
+        # copy), else made when first needed (never for a memory-mapped blob while the kernel is built)
         base = getattr(blob, "base", None)
-        self._bytes = base if isinstance(base, bytes) and len(base) == self._blob.nbytes else self._blob.tobytes()
+        self._bytes_obj = base if isinstance(base, bytes) and len(base) == self._blob.nbytes else None
         self._local = threading.local()
         self._strip = 0
         self._dict: dict[str, int] | None = None
@@ -71,9 +73,10 @@ class IdList(Sequence[str]):
         return cls.from_lines_bytes(data, len(ids))
 
     @classmethod
-    def from_lines_bytes(cls, data: bytes, n: int | None = None) -> IdList:
-        """Ids from the bytes of an ids file: one id per line, each line ending with a newline."""
-        blob = np.frombuffer(data, dtype=np.uint8)
+    def from_lines_bytes(cls, data: bytes | NDArray[np.uint8], n: int | None = None) -> IdList:
+        """Ids from the bytes of an ids file (or a uint8 array of them, e.g. the file memory-mapped): one id per
+        line, each line ending with a newline."""
+        blob = data if isinstance(data, np.ndarray) else np.frombuffer(data, dtype=np.uint8)
         ends = np.flatnonzero(blob == _NEWLINE)
         if n is not None and len(ends) != n:
             raise ConfigError(f"{len(ends)} newline-terminated ids, expected {n}.")
@@ -167,7 +170,9 @@ class IdList(Sequence[str]):
         if not _BOUND:
             r = np.asarray(rows, dtype=np.int64)
             starts, ends = self._off[r].tolist(), (self._off[r + 1] - self._strip).tolist()
-            b = self._bytes
+            if self._bytes_obj is None:
+                self._bytes_obj = self._blob.tobytes()
+            b = self._bytes_obj
             return [b[a:e].decode() for a, e in zip(starts, ends, strict=True)]
         step = max(1, _JOIN_BYTES // (self.max_len + 1))
         if n <= step:
@@ -234,13 +239,21 @@ class IdList(Sequence[str]):
         return int(self._blob.nbytes + self._off.nbytes + t)
 
 
-def read_id_file(path: str) -> IdList:
+def read_id_file(path: str, *, mmap: bool = False) -> IdList:
     """An ids file (one UTF-8 id per line) as an IdList, without making a str per id (a million small
     strings would leave their memory arenas behind). The same reading as ``embeddings.read_ids``: a last line
-    without a newline counts, a CR before the newline is not part of the id."""
+    without a newline counts, a CR before the newline is not part of the id.
+
+    With ``mmap`` the file's bytes are the IdList's blob, mapped read-only (pages shared by every process that
+    maps the file; only the offsets and the lookup table are built in memory), when the file allows it: UTF-8,
+    every line newline-terminated, no CR. Otherwise it is read as without ``mmap``."""
     from .embeddings import read_ids
     from .errors import InputError
 
+    if mmap:
+        mapped = _map_id_file(path)
+        if mapped is not None:
+            return IdList.from_lines_bytes(mapped)
     try:
         with open(path, "rb") as f:
             data = f.read()
@@ -255,3 +268,31 @@ def read_id_file(path: str) -> IdList:
     if data and not data.endswith(b"\n"):
         data += b"\n"
     return IdList.from_lines_bytes(data)
+
+
+_UTF8_STEP = 1 << 22  # bytes decoded per step when checking a mapped ids file
+
+
+def _map_id_file(path: str) -> NDArray[np.uint8] | None:
+    """The ids file mapped read-only as uint8, or None when it must be read instead (missing, empty, a CR, no
+    final newline, not UTF-8: ``read_id_file`` then reads it and raises what it finds)."""
+    import codecs
+
+    try:
+        if os.path.getsize(path) == 0:
+            return None
+        blob = np.memmap(path, dtype=np.uint8, mode="r")
+    except (OSError, ValueError):
+        return None
+    if blob[-1] != _NEWLINE:
+        return None
+    dec = codecs.getincrementaldecoder("utf-8")()
+    try:
+        for i0 in range(0, len(blob), _UTF8_STEP):
+            part = blob[i0 : i0 + _UTF8_STEP].tobytes()
+            if b"\r" in part:
+                return None
+            dec.decode(part, final=i0 + _UTF8_STEP >= len(blob))
+    except UnicodeDecodeError:
+        return None
+    return blob

@@ -140,11 +140,7 @@ class CompressedIndex:
         rho = None if self.item_scale is None else np.asarray(self.item_scale, dtype=np.float32)
         if rho is not None and len(rho) != n:
             raise ConfigError("item scale must have one entry per item.")
-        if rho is not None:  # padded by a block: the 4-bit kernel reads a list's last block whole, in place
-            self._rho_padded = np.concatenate([rho, np.zeros(fastscan.BLOCK, np.float32)])
-            self.item_scale = self._ip_scale = self._rho_padded[:n]
-        else:
-            self._ip_scale = None
+        self.item_scale = self._ip_scale = rho  # the kernels read it in place (mapped from the artifact, or not)
         self._flat_terms: dict[str, tuple[Any, Any]] = {}
         if self.pair_tables is None and self.lut_path == "pairs":
             self.lut_path = "decode"
@@ -158,7 +154,15 @@ class CompressedIndex:
         # the 4-bit layout, when the codes fit it and the kernel is built (else the 8-bit scan per list)
         self._packed: NDArray[np.uint8] | None = None
         self._list_rows = self.partition.list_rows if self.partition is not None else np.array([0, n], dtype=np.int64)
-        if fastscan.fastscan_available() and fastscan.supports(cb.M, cb.nbits) and n:
+        fits = fastscan.fastscan_available() and fastscan.supports(cb.M, cb.nbits) and n > 0
+        if isinstance(self.codes, fastscan.PackedCodes):  # the layout as saved (load_index: codes_fs4.npy)
+            if not np.array_equal(self.codes.list_rows, self._list_rows) or self.codes.M != cb.M:
+                raise ConfigError("the packed codes' lists do not match the index's partition.")
+            if fits:
+                self._packed = self.codes.packed  # used in place: memory-mapped pages stay shared between processes
+            else:
+                self.codes = np.asarray(self.codes)
+        elif fits:
             self._packed = fastscan.pack(self.codes, self._list_rows)
             # the packed layout is the only copy held: rows are read back from it on demand (half the bytes)
             self.codes = fastscan.PackedCodes(self._packed, cb.M, self._list_rows)  # type: ignore[assignment]
@@ -171,6 +175,13 @@ class CompressedIndex:
         self._ip_direct = cb.metric == "ip" and not self._code_space_differs
         # (the Embeddings.ids a build reordered, the order): set by build_index, never saved (eval.index_order)
         self._source_order: tuple[Any, NDArray[np.int64]] | None = None
+
+    def packed_layout(self) -> NDArray[np.uint8]:
+        """The codes in the 4-bit block layout (what ``codes_fs4.npy`` holds): the layout searched, else packed
+        now (the numpy reference when the kernel is not built: the same bytes)."""
+        if self._packed is not None:
+            return self._packed
+        return fastscan.pack(np.asarray(self.codes, dtype=np.uint8), self._list_rows)
 
     # ---- per-item score terms (derived when a score first needs them, not stored seven times) ---------
     def _score_terms(self, score: str) -> tuple[NDArray[np.float32] | None, NDArray[np.float32] | None]:
@@ -223,8 +234,6 @@ class CompressedIndex:
             else:
                 ct, w, b = np.zeros((cb.d, 1), np.float32), None, None
             scale, add = self._score_terms(score)
-            if score != "cosine" and self._ip_scale is not None:
-                scale = self._rho_padded  # already padded: the kernel reads it in place (no copy)
             mat, ystep = fastscan.lut_matrix(cb.centroids, cb.kind)
             ls = fastscan.ListScan(
                 M=cb.M, ksub=cb.ksub, list_rows=self._list_rows, centroids_t=ct, scale=scale, add=add, w=w, b=b,

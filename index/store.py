@@ -1,7 +1,8 @@
 """A versioned index store: immutable index artifacts per name, and an atomically flipped alias.
 
     {root}/{name}/versions/{version}/   an index artifact (as ``save_index`` writes it); the directory
-                                        name is the manifest's ``index_version``, never rewritten
+                                        name is the manifest's ``index_version``, never rewritten (its files
+                                        are made read-only: the service memory-maps them, VQREC_MMAP)
     {root}/{name}/ACTIVE                the alias: JSON {"version", "previous", "updated_at"}
     {root}/{name}/.lock                 serializes writers (publish / activate / rollback / prune)
 
@@ -280,6 +281,9 @@ class IndexStore:
             final = self.version_dir(name, version)
             if os.path.lexists(final):
                 raise StoreError(f"index {name!r} already has version {version!r} ({final}); nothing published.")
+            for f in os.listdir(staged):  # read-only: a version is never rewritten (servers map its files)
+                p = os.path.join(staged, f)
+                os.chmod(p, os.stat(p).st_mode & 0o7555)
             os.rename(staged, final)
             fsync_dir(os.path.dirname(final))
         except BaseException:

@@ -75,7 +75,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # made a (64, 64) @ (64, 4096) product 30x slower (16 ms vs 0.5 ms) on a loaded 2-core machine.
     threadpool_limits(limits=1, user_api="blas")
     # blocking on purpose: the server accepts requests only once the indexes are loaded (or failed)
-    app.state.registry = load_registry(settings.index_root, settings.indexes, verify=settings.verify_checksums)
+    app.state.registry = load_registry(
+        settings.index_root, settings.indexes, verify=settings.verify_checksums, mmap=settings.mmap
+    )
     app.state.registry_loaded_at = time.time()
     ring: KeyRing = app.state.keyring
     if ring.enabled:  # counts only: keys are never logged

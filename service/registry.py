@@ -17,11 +17,24 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Literal
 
 from vqrec.index import CompressedIndex, VqrecError, load_index
 from vqrec.index.discovery import Entry, discover_entries
 
 logger = logging.getLogger(__name__)
+
+MmapMode = Literal["auto", "always", "never"]
+
+
+def maps_files(mode: MmapMode, *, store_version: bool) -> bool:
+    """Whether an index is memory-mapped rather than read into memory (``VQREC_MMAP``, docs/operations.md).
+
+    ``auto``: a version of the store is mapped (its directory is written once, under a name of its own, and never
+    rewritten: ``IndexStore.publish_dir``), so every worker process shares its pages; a flat artifact directory
+    is read into memory (it can be overwritten in place, and a file rewritten or truncated under a mapping would
+    change what is served, or SIGBUS). ``always`` / ``never``: every index."""
+    return mode == "always" or (mode == "auto" and store_version)
 
 
 @dataclass
@@ -37,6 +50,7 @@ class Registry:
     removed: dict[str, str] = field(default_factory=dict)  # name -> why it is no longer served (gone)
     loaded: bool = False  # the lifespan has run the loads
     problem: str | None = None  # a root-level problem (the root is missing or not a directory)
+    mmap: MmapMode = "auto"  # which indexes are memory-mapped (maps_files); reloads follow it too
 
     @property
     def names(self) -> list[str]:
@@ -76,10 +90,12 @@ class Registry:
         self.removed[name] = reason
 
 
-def load_registry(index_root: str, names: list[str] | None = None, *, verify: bool = True) -> Registry:
+def load_registry(
+    index_root: str, names: list[str] | None = None, *, verify: bool = True, mmap: MmapMode = "auto"
+) -> Registry:
     """Discover and load every index; failures are logged with their path and recorded, not raised."""
     entries, problem = discover_entries(index_root, names)
-    reg = Registry(paths={name: e.path for name, e in entries.items()}, problem=problem)
+    reg = Registry(paths={name: e.path for name, e in entries.items()}, problem=problem, mmap=mmap)
     if problem is not None:
         logger.error("%s", problem)
     for name, entry in entries.items():
@@ -93,10 +109,10 @@ def load_registry(index_root: str, names: list[str] | None = None, *, verify: bo
         if entry.version is not None:
             reg.versions[name] = entry.version
         try:
-            # read into memory, not memory-mapped: a file rewritten or truncated on disk after the load
-            # must not change (or SIGBUS) what is served. load_index logs path, version, n, d, M, nbits,
-            # metric and load time once per index.
-            reg.indexes[name] = load_index(path, mmap=False, verify=verify)
+            # mapped or read into memory: maps_files. load_index logs path, version, n, d, M, nbits, metric and
+            # load time once per index.
+            mapped = maps_files(mmap, store_version=entry.store_root is not None)
+            reg.indexes[name] = load_index(path, mmap=mapped, verify=verify)
             reg.loaded_at[name] = time.time()
         except Exception as e:  # any failure leaves the service up, reporting this index as unavailable
             reg.failed[name] = str(e)

@@ -4,10 +4,11 @@ Used by the admin routes (``POST /v1/admin/indexes/{name}/reload|rollback``, ser
 the alias poller (service/poller.py), both under the per-name lock of ``lock_for``. A name published into the
 index root after startup is adopted by either (``adopt_published``), so it is served without a restart.
 
-A reload loads the target into memory (``mmap=False``) with every checksum verified, replays the
-manifest's self-test probes (index/probes.py; a sanity check for artifacts built without them), and only
-then swaps: ``registry.indexes[name] = candidate`` (one dict item assignment). Requests already past the
-``get_index`` dependency hold the old CompressedIndex object and finish on it; later ones get the new one.
+A reload loads the target (memory-mapped for a store version, else into memory: ``registry.maps_files``,
+``VQREC_MMAP``) with every checksum verified, replays the manifest's self-test probes (index/probes.py; a
+sanity check for artifacts built without them), and only then swaps: ``registry.indexes[name] = candidate``
+(one dict item assignment). Requests already past the ``get_index`` dependency hold the old CompressedIndex
+object and finish on it; later ones get the new one.
 With the store layout the target is the ``version`` asked for or the alias's current one (re-read); a version
 other than the alias's is then activated (``IndexStore.activate``: the alias flips only after the candidate
 passed, so a failed reload never touches it and a restart serves what was swapped in). A flat artifact is
@@ -38,7 +39,7 @@ from vqrec.index.store import IndexStore
 
 from .errors import ReloadFailedError, ReloadInProgressError, RollbackUnavailableError, UnknownIndexError
 from .metrics import record_reload
-from .registry import Registry
+from .registry import Registry, maps_files
 
 logger = logging.getLogger(__name__)
 
@@ -140,9 +141,10 @@ def reload_locked(
             path = store.path(name, target)
         except VqrecError as e:
             raise _refuse(app, registry, name, target, str(e)) from None
-    # ---- load and verify (every file's size and sha256, shapes), into memory
+    # ---- load and verify (every file's size and sha256, shapes), mapped or into memory (registry.maps_files)
     try:
-        candidate: CompressedIndex = load_index(path, mmap=False, verify=True)
+        mapped = maps_files(registry.mmap, store_version=store is not None)
+        candidate: CompressedIndex = load_index(path, mmap=mapped, verify=True)
     except Exception as e:  # any load failure: the old version keeps serving
         raise _refuse(app, registry, name, target, str(e)) from None
     expected = target if target is not None else None

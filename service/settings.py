@@ -7,6 +7,8 @@
     VQREC_API_KEYS=k1,k2                   read keys (queries, index metadata); JSON list or commas
     VQREC_ADMIN_KEYS=a1                    admin keys (/v1/admin/*; they may also read)
     VQREC_METRICS_PUBLIC=true              /metrics without a key (false: an admin key is needed)
+    VQREC_MMAP=auto                        memory-map the store's versions (auto), every index (always) or
+                                           none (never): mapped pages are shared by the worker processes
     VQREC_POLL_SECONDS=0                   > 0: every that many seconds, reload a store index whose
                                            ACTIVE alias moved (service/poller.py); 0 = off
     VQREC_MAX_BODY_BYTES=16777216          largest request body (16 MiB): larger is 413 payload_too_large,
@@ -53,6 +55,11 @@ class Settings(BaseSettings):
     max_batch: int = Field(256, ge=1)
     max_exclude: int = Field(10_000, ge=0)
     verify_checksums: bool = True
+    mmap: Literal["auto", "always", "never"] = Field(
+        "auto",
+        description="memory-map index files (pages shared by every worker) instead of reading them into memory: "
+        "auto = the store's versions (written once, never rewritten), always, or never",
+    )
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     log_level: LogLevel = "info"

@@ -146,6 +146,71 @@ def test_round_trip(built, recsys, tmp_path, method, metric, user_storage, item_
     assert manifest["evaluation"] == {"recall@10": 0.5}
 
 
+def _mapped(path: Path) -> set[str]:
+    """Files of ``path`` this process maps (from /proc/self/maps)."""
+    text = Path("/proc/self/maps").read_text()
+    return {p.name for p in path.iterdir() if str(p) in text}
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs /proc/self/maps to see what is mapped")
+def test_packed_layout_is_saved_and_searched_in_place(built, recsys, tmp_path):
+    """4-bit codes: codes_fs4.npy holds the layout the scan reads. A mapped load searches that file in place (its
+    pages, and the ids' and per-item arrays', are shared with every process mapping them); a load into memory
+    reads it instead of packing; an artifact without it (older vqrec) packs at load. All answer the same."""
+    from vqrec.index import fastscan
+
+    index = built("pq", "ip", item_vectors="int8", nbits=4)
+    path = tmp_path / "idx"
+    manifest = save_index(index, str(path))
+    assert "codes_fs4.npy" in manifest["files"]
+    np.testing.assert_array_equal(np.load(path / "codes_fs4.npy"), index.packed_layout())
+    want = results(index, recsys.xq) + [(r.ids, r.scores) for r in index.search(recsys.xq, 10, rerank=40)]
+    mapped = load_index(str(path), mmap=True)
+    if fastscan.fastscan_available():
+        assert mapped.scan_kind == "fastscan4"
+        held = _mapped(path)
+        assert {"codes_fs4.npy", "item_ids.txt", "item_norms.npy", "item_scale.npy", "item_vectors.npy"} <= held
+    in_memory = load_index(str(path), mmap=False)
+    shutil.copytree(path, tmp_path / "old")
+    rewrite(tmp_path / "old", "codes_fs4.npy", None)
+    old = load_index(str(tmp_path / "old"))
+    for back in (mapped, in_memory, old):
+        got = results(back, recsys.xq) + [(r.ids, r.scores) for r in back.search(recsys.xq, 10, rerank=40)]
+        assert got == want
+        np.testing.assert_array_equal(np.asarray(back.codes), np.asarray(index.codes))
+
+
+def test_packed_layout_only_for_codes_that_fit_it(built, tmp_path):
+    save_index(built("pq", "ip"), str(tmp_path / "six"))  # 6-bit codes
+    assert not (tmp_path / "six" / "codes_fs4.npy").exists()
+
+
+@pytest.mark.parametrize("verify", [True, False])
+def test_packed_layout_must_hold_the_codes(built, tmp_path, verify):
+    """A codes_fs4.npy that differs from codes.npy is refused, naming the row: every row is compared when the
+    checksums are verified, the first and last row of each list (and 1,024 more) otherwise."""
+    from vqrec.index import fastscan
+
+    if not fastscan.fastscan_available():
+        pytest.skip("the 4-bit kernel is not built: codes_fs4.npy is not read")
+    index = built("pq", "ip", nbits=4)
+    path = tmp_path / "idx"
+    save_index(index, str(path))
+    rows = index.partition.list_rows if index.partition is not None else np.array([0, len(index)])
+    row = int(rows[1]) - 1 if verify else int(rows[0])  # verified: any row (here a list's last); else a list's first
+    if verify:
+        row = 1001 if 1001 not in set(rows.tolist()) | set((rows - 1).tolist()) else 1003
+    codes = np.asarray(index.codes).copy()
+    codes[row, 0] = (codes[row, 0] + 1) % 16
+    packed = fastscan.pack(codes, rows)
+    rewrite(path, "codes_fs4.npy", npy_bytes(packed, tmp_path))
+    with pytest.raises(ArtifactCorrupt, match=rf"codes_fs4\.npy: row {row} differs from codes\.npy"):
+        load_index(str(path), verify=verify)
+    rewrite(path, "codes_fs4.npy", npy_bytes(packed[:-1], tmp_path))
+    with pytest.raises(ArtifactCorrupt, match=r"codes_fs4\.npy: shape"):
+        load_index(str(path), verify=verify)
+
+
 def test_manifest_fields(built, tmp_path):
     index = built("pq", "ip", item_vectors="float32")
     path = tmp_path / "idx"

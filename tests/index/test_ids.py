@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pathlib
+
 import numpy as np
 import pytest
 
-from vqrec.index import ConfigError
+from vqrec.index import ConfigError, InputError
 from vqrec.index import ids as ids_mod
 from vqrec.index.ids import IdList, read_id_file
 
@@ -83,10 +85,33 @@ def test_duplicates_are_refused() -> None:
         IdList.from_list(["a", "b", "b"])
 
 
-def test_read_id_file_reads_like_read_ids(tmp_path) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("mmap", [False, True])
+def test_read_id_file_reads_like_read_ids(tmp_path, mmap: bool) -> None:  # type: ignore[no-untyped-def]
     from vqrec.index.embeddings import read_ids
 
     for name, data in (("plain", b"a\nb\nc\n"), ("no-final-newline", b"a\nb\nc"), ("crlf", b"a\r\nb\r\nc\r\n")):
         p = tmp_path / name
         p.write_bytes(data)
-        assert list(read_id_file(str(p))) == read_ids(str(p)) == ["a", "b", "c"]
+        assert list(read_id_file(str(p), mmap=mmap)) == read_ids(str(p)) == ["a", "b", "c"]
+
+
+@pytest.mark.skipif(not pathlib.Path("/proc/self/maps").exists(), reason="needs /proc/self/maps to see the mapping")
+def test_read_id_file_maps_the_file_and_answers_the_same(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """With mmap the blob is the file itself, mapped (only offsets and the lookup table are built); every answer is
+    the read file's. Files it cannot map as they are (empty, not UTF-8, a CR, no final newline) read or fail as
+    without mmap."""
+    p = tmp_path / "mapped_ids.txt"
+    ids = [*IDS, *(f"item{i}" for i in range(5000))]
+    p.write_bytes(("\n".join(ids) + "\n").encode("utf-8"))
+    mapped, read = read_id_file(str(p), mmap=True), read_id_file(str(p))
+    assert str(p) in pathlib.Path("/proc/self/maps").read_text()
+    assert list(mapped) == list(read) == ids and mapped.take([3, 0, 5007]) == [ids[3], ids[0], ids[5007]]
+    assert all(mapped.row_of(s) == i for i, s in enumerate(ids)) and mapped.row_of("item5000") == -1
+    p.write_bytes(b"")
+    assert list(read_id_file(str(p), mmap=True)) == []
+    p.write_bytes(b"a\n\xff\n")
+    with pytest.raises(InputError, match="not UTF-8"):
+        read_id_file(str(p), mmap=True)
+    p.write_bytes(b"a\nb\na\n")
+    with pytest.raises(ConfigError, match="duplicate id 'a'"):
+        read_id_file(str(p), mmap=True)

@@ -270,6 +270,27 @@ def test_discovery_understands_both_layouts(mixed_root):
     assert list(named.indexes) == ["movies"] and "nothere" in named.failed
 
 
+@pytest.mark.skipif(not pathlib.Path("/proc/self/maps").exists(), reason="needs /proc/self/maps to see what is mapped")
+@pytest.mark.parametrize("mode", ["auto", "always", "never"])
+def test_registry_maps_store_versions(mixed_root, tmp_path, mode):
+    """VQREC_MMAP: auto maps the store's versions (written once, read-only) so worker processes share their pages,
+    and reads a flat artifact into memory (it may be rewritten in place); always / never: every index. Mapped or
+    not, they answer the same."""
+    src, v = mixed_root
+    root = str(tmp_path / mode)  # paths of this mode's own: /proc/self/maps shows what this load mapped
+    shutil.copytree(src, root)
+    reg = load_registry(root, ["movies", "legacy"], mmap=mode)
+    maps = pathlib.Path("/proc/self/maps").read_text()
+    for name, path in (("movies", os.path.join(root, "movies", "versions", v["v2"])), ("legacy", f"{root}/legacy")):
+        mapped = {f for f in ("codes_fs4.npy", "item_ids.txt", "item_norms.npy") if os.path.join(path, f) in maps}
+        want = mode == "always" or (mode == "auto" and name == "movies")
+        assert mapped == ({"codes_fs4.npy", "item_ids.txt", "item_norms.npy"} if want else set()), (name, mapped)
+        q = [[(-1.0) ** j * (j + 1) / D for j in range(D)]]
+        assert reg.indexes[name].search(q, 5) == load_index(path, mmap=False).search(q, 5)
+    version_files = pathlib.Path(root, "movies", "versions", v["v2"]).iterdir()
+    assert all(p.stat().st_mode & 0o222 == 0 for p in version_files)  # a version's files are read-only
+
+
 def test_service_answers_from_active_version(mixed_root):
     root, v = mixed_root
     with TestClient(create_app(Settings(index_root=root))) as c:

@@ -14,6 +14,7 @@ import httpx
 import pytest
 import test_admin_reload
 
+from vqrec.index.fastscan import fastscan_available
 from vqrec.index.store import IndexStore
 from vqrec.service.main import settings_env
 from vqrec.service.settings import Settings
@@ -100,7 +101,16 @@ def test_two_workers_serve_and_follow_an_alias_flip(
         pids = [int(p.name) for p in pathlib.Path("/proc").iterdir() if p.name.isdigit()]
         mine = [p for p in pids if _cmdline(p).endswith(f"--port\0{port}\0--workers\x002\0")]
         assert len(mine) >= 1
-        assert len(_workers(min(mine))) == 2
+        workers = _workers(min(mine))
+        assert len(workers) == 2
+        # each worker maps the active version's files (VQREC_MMAP=auto): their pages are shared, not copied
+        vdir = store.version_dir("movies", v1)
+        shared = ["item_ids.txt", "item_norms.npy", "item_scale.npy"]
+        if fastscan_available():
+            shared.append("codes_fs4.npy")
+        for w in workers:
+            maps = pathlib.Path(f"/proc/{w}/maps").read_text()
+            assert [f for f in shared if os.path.join(vdir, f) not in maps] == [], w
 
 
 def _cmdline(pid: int) -> str:

@@ -5,7 +5,7 @@
     vqrec train {cove,bpr}   interaction log -> user and item embeddings            (train_cove.py)
     vqrec embed              item titles -> content embeddings (MiniLM, offline)     (embed.py)
     vqrec build / eval       codebooks + embeddings -> index artifact; its recall   (index.py)
-    vqrec publish / versions / activate / rollback / prune
+    vqrec publish / versions / activate / rollback / prune / verify
                              the versioned index store                              (store.py)
     vqrec rebuild            new embeddings -> (re)train -> build -> gate -> publish -> flip alias -> notify
                                                                                      (rebuild.py)

@@ -5,6 +5,7 @@
     vqrec activate NAME VER  point the alias at a version (it must load and verify)
     vqrec rollback NAME      flip the alias back to the previous version
     vqrec prune NAME --keep  delete the oldest versions beyond a count (never active or previous)
+    vqrec verify NAME        check stored versions against their manifests (every sha256, shapes, values)
 
 Errors print one line ``error: ...`` to stderr and exit 1, with nothing changed. An unreadable ACTIVE
 alias is a warning for ``versions`` (the versions are listed), an error for ``rollback`` and ``prune``, and is
@@ -195,3 +196,52 @@ def prune(
     for v in pruned:
         typer.echo(f"pruned {name} version {v}")
     typer.echo(f"{len(pruned)} version(s) deleted")
+
+
+@app.command()
+def verify(
+    name: Name,
+    index_root: IndexRoot,
+    version: Annotated[
+        str | None, typer.Option("--version", help="The version to check (default: the active one).")
+    ] = None,
+    every: Annotated[bool, typer.Option("--all", help="Check every stored version.")] = False,
+) -> None:
+    """Check stored versions on demand: every file's size and sha256 against the manifest, the arrays' shapes
+    and values, the packed codes against codes.npy (what a load with checksums checks). Servers that map the
+    store's versions may load them without checksums (VQREC_VERIFY_CHECKSUMS=false); this is the check they
+    skip. Exit 1 when any version fails, naming the file."""
+    import time
+
+    from vqrec.index import load_index
+    from vqrec.index.errors import VqrecError
+
+    if every and version is not None:
+        raise fail("give --version or --all, not both.")
+    with _store(index_root) as store:
+        if every:
+            targets = [i.version for i in store.versions(name)]
+        elif version is not None:
+            targets = [version]
+        else:
+            active = store.active(name)
+            if active is None:
+                raise fail(f"index {name!r} has no active version in {index_root}; give --version or --all.")
+            targets = [active]
+        if not targets:
+            raise fail(f"index {name!r} has no stored versions in {index_root}.")
+        failed = 0
+        for v in targets:
+            t = time.perf_counter()
+            try:
+                index = load_index(store.path(name, v), mmap=True, verify=True)
+            except VqrecError as e:
+                failed += 1
+                typer.echo(f"error: {name} version {v}: {e}", err=True)
+                continue
+            typer.echo(
+                f"ok {name} version {v}: {len(index):,} items, {len(index.manifest['files'])} files verified "
+                f"in {time.perf_counter() - t:.2f} s"
+            )
+    if failed:
+        raise fail(f"{failed} of {len(targets)} version(s) of {name!r} failed verification.")
