@@ -244,7 +244,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         manifest = json.load(f)
     n = int(manifest["n_items"])
     qpath = a.queries or os.path.join(os.path.dirname(manifest["source"]["items"]["path"]), "users.npy")
-    report: dict[str, Any] = {"index": a.index, "n_items": n, "scan_files": sorted(manifest["files"])}
+    report: dict[str, Any] = {"index": a.index, "n_items": n}
     with tempfile.TemporaryDirectory(prefix="vqrec-workers-", dir=os.path.dirname(os.path.abspath(a.index))) as root:
         t = time.perf_counter()
         store = IndexStore(root)

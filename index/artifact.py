@@ -147,7 +147,10 @@ def save_index(
 
         sizes = {name: os.path.getsize(os.path.join(tmp, name)) for name in os.listdir(tmp)}
         n = len(index)
-        per_item_files = ["codes.npy", "item_norms.npy", "item_zero.npy", "item_scale.npy", "item_ids.txt", PACKED]
+        # the per-item files a load searches: the packed layout stands for codes.npy where it is written (codes.npy
+        # is then only read to check it)
+        codes_file = PACKED if PACKED in sizes else "codes.npy"
+        per_item_files = [codes_file, "item_norms.npy", "item_zero.npy", "item_scale.npy", "item_ids.txt"]
         base = {k: v for k, v in index.manifest.items() if k not in ("files", "evaluation", "manifest_sha256")}
         manifest = {
             "artifact": "index",

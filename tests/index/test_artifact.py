@@ -164,6 +164,11 @@ def test_packed_layout_is_saved_and_searched_in_place(built, recsys, tmp_path):
     manifest = save_index(index, str(path))
     assert "codes_fs4.npy" in manifest["files"]
     np.testing.assert_array_equal(np.load(path / "codes_fs4.npy"), index.packed_layout())
+    sizes = {f: m["bytes"] for f, m in manifest["files"].items()}  # what a load searches, per item: not codes.npy
+    per_item = sum(
+        sizes[f] for f in ("codes_fs4.npy", "item_norms.npy", "item_zero.npy", "item_scale.npy", "item_ids.txt")
+    )
+    assert manifest["bytes"]["index_bytes_per_item"] == pytest.approx(per_item / len(index), abs=1e-3)
     want = results(index, recsys.xq) + [(r.ids, r.scores) for r in index.search(recsys.xq, 10, rerank=40)]
     mapped = load_index(str(path), mmap=True)
     if fastscan.fastscan_available():
