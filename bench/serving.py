@@ -52,32 +52,30 @@ def serve(index_root: str, *, startup_timeout: float = 90.0) -> Iterator[str]:
 
 @contextlib.contextmanager
 def serve_process(
-    index_root: str, *, settings: dict[str, str] | None = None, startup_timeout: float = 90.0
+    index_root: str,
+    *,
+    settings: dict[str, str] | None = None,
+    startup_timeout: float = 90.0,
+    workers: int = 0,
+    ready_checks: int = 1,
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """Run the real service (uvicorn, create_app factory) on a free 127.0.0.1 port until /readyz is 200;
-    yield its base URL and process; terminate it afterwards. The bench's own service: no ``VQREC_*`` setting
-    of the caller's environment reaches it (API keys, alias polling, index selection would change what is
-    measured), only the ``settings`` given here."""
+    """Run the real service (uvicorn, create_app factory; with ``workers`` > 0, ``vqrec serve --workers N``) on a
+    free 127.0.0.1 port until /readyz is 200 ``ready_checks`` times in a row (several workers: each answers for
+    itself); yield its base URL and process; terminate it afterwards. The bench's own service: no ``VQREC_*``
+    setting of the caller's environment reaches it (API keys, alias polling, index selection would change what
+    is measured), only the ``settings`` given here."""
     import httpx
 
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("VQREC_")}
     env.update(VQREC_INDEX_ROOT=index_root, VQREC_PROGRESS="0", **(settings or {}))
     logf = tempfile.TemporaryFile(mode="w+")
-    cmd = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "vqrec.service.main:create_app",
-        "--factory",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--log-level",
-        "warning",
-        "--no-access-log",
-    ]
+    if workers:
+        cmd = [sys.executable, "-m", "vqrec", "serve", "--port", str(port), "--workers", str(workers)]
+        cmd += ["--log-level", "warning"]
+    else:
+        cmd = [sys.executable, "-m", "uvicorn", "vqrec.service.main:create_app", "--factory", "--host", "127.0.0.1"]
+        cmd += ["--port", str(port), "--log-level", "warning", "--no-access-log"]
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=logf, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -87,7 +85,7 @@ def serve_process(
                 logf.seek(0)
                 raise RuntimeError(f"service exited with {proc.returncode} before ready:\n{logf.read()[-3000:]}")
             try:
-                if httpx.get(f"{url}/readyz", timeout=2.0).status_code == 200:
+                if all(httpx.get(f"{url}/readyz", timeout=5.0).status_code == 200 for _ in range(ready_checks)):
                     break
             except httpx.TransportError:
                 pass

@@ -39,7 +39,7 @@ import numpy as np
 
 from .data import REPO
 from .http_scale import load_phase
-from .serving import free_port
+from .serving import serve_process
 from .timing import log
 
 _LOAD_SNIPPET = """
@@ -134,39 +134,11 @@ def _workers(pid: int, n: int) -> list[int]:
 
 @contextlib.contextmanager
 def serve_workers(root: str, workers: int, mmap: str, timeout: float = 600.0) -> Iterator[tuple[str, int]]:
-    """``vqrec serve --workers N`` over ``root`` on a free loopback port until /readyz is 200; (url, pid)."""
-    import httpx
-
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VQREC_")}
-    env.update(VQREC_PROGRESS="0", VQREC_MMAP=mmap, VQREC_LOG_LEVEL="warning")
-    cmd = [sys.executable, "-m", "vqrec", "serve", "--index-root", root, "--port", str(port), "--workers", str(workers)]
-    logf = tempfile.TemporaryFile(mode="w+")
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=logf, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                logf.seek(0)
-                raise RuntimeError(f"service exited with {proc.returncode}:\n{logf.read()[-3000:]}")
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{url}/readyz", timeout=2.0).status_code == 200:
-                    # every worker ready: /readyz answers from whichever worker took it; ask a few times
-                    if all(httpx.get(f"{url}/readyz", timeout=5.0).status_code == 200 for _ in range(8)):
-                        break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"service not ready after {timeout} s")
-            time.sleep(0.3)
+    """``vqrec serve --workers N`` over ``root`` on a free loopback port until every worker is ready; (url, pid)."""
+    with serve_process(
+        root, settings={"VQREC_MMAP": mmap}, startup_timeout=timeout, workers=workers, ready_checks=4 * workers
+    ) as (url, proc):
         yield url, proc.pid
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-        logf.close()
 
 
 def run_workers(

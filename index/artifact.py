@@ -38,8 +38,9 @@ Loading, in this order (the first fault found is raised, as ArtifactCorrupt nami
      allowed values, naming the field);
   2. every listed file's size, and its sha256 when ``verify`` (the default);
   3. each array: dtype and shape against the manifest, every float array finite (NaN/inf refused) and the
-     norms non-negative; then the manifest's counts against the arrays (n_users, code_size, norm_explicit
-     against item_scale.npy);
+     norms non-negative; codes_fs4.npy against codes.npy (every row with ``verify``, else the first and last
+     row of each list and 1,024 more); then the manifest's counts against the arrays (n_users, code_size,
+     norm_explicit against item_scale.npy);
   4. the manifest's own checksum, when it has one (artifacts written before it existed have none and
      load unchecked). Verified even with ``verify=False``: it costs one sha256 of a few KB. It comes last so
      that a manifest contradicted by its files gets the more precise message from step 1-3; a manifest
@@ -213,10 +214,18 @@ def load_index(path: str, *, mmap: bool = True, verify: bool = True) -> Compress
         raise ArtifactCorrupt(f"{os.path.join(path, 'codebooks.npz')}: does not match the manifest ({e}).") from None
     n = manifest["n_items"]
     partition = _load_partition(path, files, manifest, n, cb.d)
-    # the 4-bit layout as saved: searched in place (mapped pages are shared by every process that maps them),
-    # so codes.npy is only mapped for the check against it
-    use_packed = PACKED in files and fastscan.fastscan_available() and fastscan.supports(cb.M, cb.nbits) and n > 0
-    codes = load_npy(path, "codes.npy", mmap=mmap or use_packed)
+    # the 4-bit layout as saved: searched in place (mapped pages are shared by every process that maps them);
+    # codes.npy is then only read for the check against it
+    fits = fastscan.fastscan_available() and fastscan.supports(cb.M, cb.nbits) and n > 0
+    use_packed = PACKED in files and fits
+    if fits and not use_packed and mmap:
+        logger.warning(
+            "%s has no %s (written by an older vqrec): its codes are packed into this process's memory, not shared "
+            "with other processes; build and publish it again to share them",
+            path,
+            PACKED,
+        )
+    codes = load_npy(path, "codes.npy", mmap=mmap)
     _expect(path, "codes.npy", codes, (n, cb.M), np.uint8)
     item_codes: Any = codes
     if use_packed:

@@ -5,9 +5,9 @@ The lifespan starts ``AliasPoller`` (an asyncio task) when ``settings.poll_secon
 runs one tick in a worker thread (``asyncio.to_thread``: the event loop never waits on a load), which reads
 the alias of every store-backed name (``Registry.stores``: names found with an ``ACTIVE`` alias, including
 those whose alias could not be resolved at startup) and, when the alias names a new version, reloads through
-the admin reload path: ``service.reload.reload_locked`` under the same per-name lock (load into memory,
-verify every checksum, replay the self-test probes, atomic swap, ``vqrec_reloads_total{index,outcome}`` and
-``vqrec_reload_failures_total{index}``). Flat artifacts are not polled.
+the admin reload path: ``service.reload.reload_locked`` under the same per-name lock (load, mapped for a
+store version under ``VQREC_MMAP=auto``, verify every checksum, replay the self-test probes, atomic swap,
+``vqrec_reloads_total{index,outcome}`` and ``vqrec_reload_failures_total{index}``). Flat artifacts are not polled.
 
 The rule: reload when the alias names a version other than the one served, unless that version is the
 one whose reload last failed for this name.
