@@ -43,22 +43,15 @@ from .serving import serve_process
 from .timing import log
 
 _LOAD_SNIPPET = """
-import json, sys, time
+import json, os, sys, time
+from bench.workers import smaps
 from vqrec.index import load_index
 
-def roll():
-    out = {}
-    for line in open("/proc/self/smaps_rollup"):
-        parts = line.split()
-        if len(parts) == 3 and parts[2] == "kB":
-            out[parts[0].rstrip(":")] = int(parts[1]) * 1024
-    return out
-
-before = roll()
+before = smaps(os.getpid())
 t = time.perf_counter()
 index = load_index(sys.argv[1], mmap=sys.argv[2] == "1", verify=sys.argv[3] == "1")
 took = time.perf_counter() - t
-after = roll()
+after = smaps(os.getpid())
 print(json.dumps({"seconds": took, "n": len(index), "scan": index.scan_kind, "before": before, **after}))
 """
 
