@@ -10,7 +10,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from .codebooks import Codebooks
+from .codebooks import Codebooks, row_norms
 from .embeddings import Embeddings
 from .errors import ConfigError, DimensionMismatchError
 from .ids import IdList
@@ -35,7 +35,7 @@ Encoder = Callable[[Codebooks, NDArray[np.float32], str], tuple[NDArray[np.uint8
 def encode_block(codebooks: Codebooks, x: NDArray[np.float32]) -> tuple[NDArray[np.uint8], NDArray[np.float32]]:
     """Codes and reconstruction norms |decode(codes)| of one block of vectors (the unit every encoder runs)."""
     codes = codebooks.encode(x)
-    return codes, np.linalg.norm(codebooks.decode(codes), axis=1).astype(np.float32)
+    return codes, codebooks.recon_norms(codes)
 
 
 def local_encoder(*, batch_size: int = 65536, show_progress: bool = True) -> Encoder:
@@ -113,11 +113,11 @@ def build_index(
     encode = encoder or local_encoder(batch_size=batch_size, show_progress=show_progress)
     codes, recon_norms = encode(codebooks, xb, "items")
     zero_items = ~xb.any(axis=1)
-    item_scale = np.linalg.norm(xb, axis=1).astype(np.float32) if codebooks.norm_explicit else None
+    item_scale = row_norms(xb) if codebooks.norm_explicit else None
     ids = IdList.from_list(items.ids)
     partition, perm = _partition(codebooks, xb, nlist, nprobe, seed)
     if perm is not None:  # rows list by list
-        codes, recon_norms, zero_items = codes[perm], recon_norms[perm], zero_items[perm]
+        codes, recon_norms, zero_items = np.take(codes, perm, axis=0), recon_norms[perm], zero_items[perm]
         item_scale = None if item_scale is None else item_scale[perm]
         ids = ids.permuted(perm)
     # xb stays in input order (a 1M x 64 reordered copy cost ~1 s): what needs index order takes perm's rows
@@ -136,7 +136,7 @@ def build_index(
     if users is not None:
         if user_storage == "codes":
             ucodes, _ = encode(codebooks, users.vectors, "users")
-            uscale = np.linalg.norm(users.vectors, axis=1).astype(np.float32) if codebooks.norm_explicit else None
+            uscale = row_norms(users.vectors) if codebooks.norm_explicit else None
             store = UserStore(ids=list(users.ids), storage="codes", codes=ucodes, scale=uscale)
         else:
             store = UserStore(ids=list(users.ids), storage=user_storage, vectors=users.vectors.astype(user_storage))
@@ -146,7 +146,7 @@ def build_index(
     elif item_vectors != "none":
         iv = np.ascontiguousarray(xb.astype(item_vectors))
     if iv is not None and perm is not None:
-        iv = np.ascontiguousarray(iv[perm])
+        iv = np.take(iv, perm, axis=0)  # (np.take: a fraction of fancy indexing's time on 1M rows)
 
     index = CompressedIndex(
         codebooks=codebooks,

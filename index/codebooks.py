@@ -48,9 +48,16 @@ METRICS: tuple[str, ...] = ("ip", "cosine", "l2")
 CODEBOOK_FORMAT_VERSION = 1
 
 
+def row_norms(x: NDArray[np.float32]) -> NDArray[np.float32]:
+    """(n,) L2 norms of the rows of a 2-d array, in float32 (np.linalg.norm's squared copy of x cost 0.1-0.6 s
+    at 1M x 64; this does not make one)."""
+    x = np.asarray(x)
+    return np.sqrt(np.einsum("ij,ij->i", x, x)).astype(np.float32, copy=False)
+
+
 def normalize_rows(x: NDArray[np.float32]) -> NDArray[np.float32]:
     """Rows scaled to unit L2 norm; all-zero rows stay zero (they have no direction)."""
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    norms = row_norms(x)[:, None]
     return np.divide(x, norms, out=np.zeros_like(x), where=norms > 0).astype(np.float32, copy=False)
 
 
@@ -73,6 +80,7 @@ class Codebooks:
     _faiss: Any = field(default=None, repr=False, compare=False)
     _lut_matrix: Any = field(default=None, repr=False, compare=False)
     _rq_tables: Any = field(default=None, repr=False, compare=False)
+    _sq_norms: Any = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -200,6 +208,20 @@ class Codebooks:
             return out
         parts = self.centroids[np.arange(self.M), codes.astype(np.intp)]  # (n, M, dsub)
         return np.ascontiguousarray(parts.reshape(len(codes), self.d))
+
+    def recon_norms(self, codes: NDArray[np.uint8]) -> NDArray[np.float32]:
+        """(n, M) codes -> (n,) |decode(codes)|. PQ/OPQ sub-spaces are orthogonal, so the squared norm is the sum
+        of the M codewords' squared norms: gathered from an (M, ksub) table instead of decoding (1M x 64 PQ16:
+        ~0.1 s instead of 1.1 s); RQ stages are not orthogonal and decode."""
+        codes = np.asarray(codes)
+        if self.kind == "rq":
+            return row_norms(self.decode(codes))
+        if self._sq_norms is None:
+            self._sq_norms = np.einsum("mkd,mkd->mk", self.centroids.astype(np.float64), self.centroids)
+        acc = np.zeros(len(codes), np.float64)
+        for m in range(self.M):
+            acc += self._sq_norms[m][codes[:, m]]
+        return np.sqrt(acc).astype(np.float32)
 
     def decode_input_space(self, codes: NDArray[np.uint8]) -> NDArray[np.float32]:
         """(n, M) codes -> (n, d) reconstructions in input space (undoes the OPQ rotation)."""

@@ -66,7 +66,7 @@ def index_order(index: CompressedIndex, items: Embeddings) -> NDArray[np.float32
         return items.vectors
     src = getattr(index, "_source_order", None)
     if src is not None and src[0] is items.ids:  # the very ids it was built from, in the build's order
-        return np.ascontiguousarray(items.vectors[src[1]])
+        return np.take(items.vectors, src[1], axis=0)  # (1M x 64: 0.1-0.2 s; fancy indexing took 0.45-1 s)
     rows = np.fromiter((index.row_of(s) for s in items.ids), dtype=np.int64, count=items.n)
     xb = np.empty_like(items.vectors)
     xb[rows] = items.vectors

@@ -24,7 +24,7 @@ class TrainConfig:
     seed: int = 1234
     max_train_points: int = 100_000  # training sample drawn with the seed
     niter: int | None = None  # k-means iterations; default faiss's: 25 for pq/opq, 10 per rq stage
-    opq_niter: int = 25  # OPQ alternating iterations
+    opq_niter: int = 20  # OPQ alternating iterations (faiss: 50; trainers/fitting.py train_opq says why 20)
     norm: str = "auto"  # auto | explicit | joint: explicit = codes hold directions, norm kept exactly
     beam_size: int = 8  # RQ beam search width of the encoding
     train_beam_size: int = 1  # RQ beam width while training: 1 = greedy (trainers/fitting.py says what it costs)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from vqrec.index import ArtifactCorrupt, ArtifactError, ArtifactNotFound, Codebooks, ConfigError, DimensionMismatchError
-from vqrec.index.codebooks import _pack_bits, _unpack_bits, normalize_rows
+from vqrec.index.codebooks import _pack_bits, _unpack_bits, normalize_rows, row_norms
 
 KINDS = ("pq", "opq", "rq")
 
@@ -117,6 +117,29 @@ def test_decode_equals_definition_and_faiss(rng, kind, nbits):
     np.testing.assert_allclose(x_hat, cb.faiss_quantizer().decode(faiss_packed(cb, codes)), rtol=1e-5, atol=1e-5)
     want_in = x_hat @ cb.rotation if kind == "opq" else x_hat
     np.testing.assert_allclose(cb.decode_input_space(codes), want_in, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("nbits", [8, 4])
+def test_recon_norms_equal_the_norm_of_the_decoded_vector(rng, kind, nbits):
+    """PQ/OPQ sum the codewords' squared norms (orthogonal sub-spaces), RQ decodes: both are |decode(codes)|."""
+    cb = random_codebooks(rng, kind, nbits=nbits)
+    codes = rng.integers(0, cb.ksub, (500, cb.M), dtype=np.uint8)
+    got = cb.recon_norms(codes)
+    assert got.shape == (500,) and got.dtype == np.float32
+    want = np.sqrt((decode_loop(cb, codes).astype(np.float64) ** 2).sum(axis=1))
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    assert cb.recon_norms(codes[:0]).shape == (0,)
+
+
+def test_row_norms_and_normalize_rows(rng):
+    x = rng.standard_normal((200, 24)).astype(np.float32)
+    x[[3, 77]] = 0
+    np.testing.assert_allclose(row_norms(x), np.linalg.norm(x.astype(np.float64), axis=1), rtol=1e-6)
+    assert row_norms(x).dtype == np.float32
+    u = normalize_rows(x)
+    assert u.dtype == np.float32 and not u[[3, 77]].any()
+    np.testing.assert_allclose(np.linalg.norm(np.delete(u, [3, 77], axis=0), axis=1), 1.0, rtol=1e-6)
 
 
 @pytest.mark.parametrize("kind", ["pq", "opq"])
