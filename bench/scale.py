@@ -25,8 +25,11 @@ For every setting, with the same queries and ground truth:
   the best of ROUNDS (3) calls;
 * one query per call on 1 thread (perf_counter around each call, Python overhead included) over the first
   ``--n-one`` queries, ROUNDS passes: QPS = calls / summed time of the best pass, p50 / p99 latency over all
-  calls. The rounds go through an index's whole grid each (``measure_grid``), so that a burst of another
-  process on this shared machine costs a setting one of its passes, not all three; every method alike;
+  calls. Every method's indexes are built first and then timed together (``measure_pending``): each round goes
+  through every setting of every method once, in its own random order (seeded), so that a slow spell of this
+  shared machine, which can last minutes, costs a setting one of its passes and falls on all methods alike
+  rather than on whichever method was being timed (``--per-index``: each index timed right after its build,
+  its rounds through its own grid, as before 2026-11-30);
 * RAM bytes per item: the index saved to disk, then loaded in a fresh subprocess (vqrec: load_index(mmap=
   False)) and asked one query; (VmRSS after - VmRSS before, both after the imports and malloc_trim) / n
   ("rss"). Beside it the nominal figure: peers.md's formula for the peers, the artifact's bytes on disk
@@ -171,16 +174,20 @@ class Searcher:
     set_threads: Callable[[int], None] = lambda n: None
 
 
-ROUNDS = 3  # timed passes per setting, spread over the method's whole grid (each method alike): the best is kept
+ROUNDS = 3  # timed passes per setting, spread over the whole timing phase (every method alike): the best is kept
 
 
-def measure_grid(searchers: Sequence[Searcher], data: ScaleData, k: int, n_one: int) -> list[dict[str, float]]:
+def measure_grid(
+    searchers: Sequence[Searcher], data: ScaleData, k: int, n_one: int, *, order_seed: int | None = None
+) -> list[dict[str, float]]:
     """recall@k, QPS batch 1 and 2 threads, one-by-one QPS and p50/p99 (1 thread) of each setting of a grid.
 
     These machines are shared, and a burst of another process can last longer than a setting's timed passes: the
     grid is timed ROUNDS times over, a round going through every setting once (batch on 1 thread, one query per
     call, batch on 2 threads), and the best pass of each setting is kept (p50/p99 over all of its calls). A burst
-    then costs one setting one pass, not all of them; every method is measured the same way."""
+    then costs one setting one pass, not all of them; every method is measured the same way. With ``order_seed``
+    each round takes the settings in its own seeded random order (the bench's interleaved mode, where the grid
+    holds every method's settings: a slow spell of the machine then falls on all methods alike)."""
     xq = data.queries
     n1 = min(n_one, len(xq))
     outs: list[dict[str, float]] = [{} for _ in searchers]
@@ -190,8 +197,14 @@ def measure_grid(searchers: Sequence[Searcher], data: ScaleData, k: int, n_one: 
             s.set_threads(1)
             raw = s.batch(xq, 1)  # warm-up, and the answers recall is computed on
             out["recall"] = recall_at_k(s.rows(raw), data.gt, k)
-    for _ in range(ROUNDS):
-        for s, out, lat in zip(searchers, outs, lats, strict=True):
+    for rnd in range(ROUNDS):
+        order = (
+            range(len(searchers))
+            if order_seed is None
+            else np.random.default_rng(order_seed + rnd).permutation(len(searchers)).tolist()
+        )
+        for i in order:
+            s, out, lat = searchers[i], outs[i], lats[i]
             with threads(1):
                 s.set_threads(1)
                 out["qps_batch1"] = max(out.get("qps_batch1", 0.0), len(xq) / _timed(lambda s=s: s.batch(xq, 1)))
@@ -620,6 +633,19 @@ def measure_hnswlib(
 MEASURE = {"vqrec": measure_vqrec, "faiss": measure_faiss, "scann": measure_scann, "hnswlib": measure_hnswlib}
 
 
+@dataclass
+class Pending:
+    """One index's grid, built and waiting to be timed with every other method's (interleaved mode)."""
+
+    method: str
+    settings: Sequence[tuple[Searcher, str, dict[str, Any]]]
+    ram: dict[str, Any]
+    build_s: float
+
+
+_DEFERRED: list[Pending] | None = None  # set by bench_dataset in interleaved mode
+
+
 def _points_of(
     method: str,
     settings: Sequence[tuple[Searcher, str, dict[str, Any]]],
@@ -629,12 +655,43 @@ def _points_of(
     ram: dict[str, Any],
     build_s: float,
 ) -> list[dict[str, Any]]:
-    """The measured points of one index's grid of (searcher, setting name, extra fields), logged."""
+    """The measured points of one index's grid of (searcher, setting name, extra fields), logged. In interleaved
+    mode the grid is kept for ``measure_pending`` instead (the index stays alive through its searchers) and no
+    point is returned yet."""
+    if _DEFERRED is not None:
+        _DEFERRED.append(Pending(method, settings, ram, build_s))
+        return []
     ms = measure_grid([s for s, _, _ in settings], data, k, n_one)
+    return _make_points(method, settings, ms, ram, build_s)
+
+
+def _make_points(
+    method: str,
+    settings: Sequence[tuple[Searcher, str, dict[str, Any]]],
+    ms: Sequence[dict[str, float]],
+    ram: dict[str, Any],
+    build_s: float,
+) -> list[dict[str, Any]]:
     out = []
     for (_, setting, extra), m in zip(settings, ms, strict=True):
         out.append(point(method, setting, m, ram, build_s, **extra))
         _log_point(out[-1])
+    return out
+
+
+def measure_pending(
+    pending: Sequence[Pending], data: ScaleData, k: int, n_one: int, *, seed: int = 0
+) -> dict[str, list[dict[str, Any]]]:
+    """Time every pending grid together: ROUNDS rounds over all methods' settings, each round in its own seeded
+    random order (``measure_grid``). Points per method, in the order the grids were built."""
+    flat = [(p, st) for p in pending for st in p.settings]
+    ms = measure_grid([st[0] for _, st in flat], data, k, n_one, order_seed=seed)
+    out: dict[str, list[dict[str, Any]]] = {}
+    i = 0
+    for p in pending:
+        n = len(p.settings)
+        out.setdefault(p.method, []).extend(_make_points(p.method, p.settings, ms[i : i + n], p.ram, p.build_s))
+        i += n
     return out
 
 
@@ -795,6 +852,15 @@ def format_dataset(entry: dict[str, Any], bytes_key: str = "bytes_per_item") -> 
         "",
         f"ground truth: {entry['gt_how']}; one-by-one over the first {entry['n_one']} queries",
     ]
+    mz = entry.get("measure")
+    if mz:
+        out += [
+            "",
+            f"Every method's indexes were built first, then timed together: {mz['settings']} settings of "
+            f"{mz['indexes']} indexes, {mz['rounds']} rounds, each round in its own random order, the best pass of "
+            f"each setting kept ({mz['seconds']:.0f} s; load {_la(mz['load_start'])} at start, "
+            f"{_la(mz['load_end'])} at end). The load under each method is that of its build.",
+        ]
     for method, block in entry["methods"].items():
         out += ["", f"### {method}  (load {_la(block['load_start'])} at start, {_la(block['load_end'])} at end)", ""]
         if "error" in block:
@@ -864,7 +930,12 @@ def bench_dataset(
     n_one: int,
     nlist: int | None = None,
     score_aware: float = 0.3,
+    interleave: bool = True,
 ) -> dict[str, Any]:
+    """Build and time every method on ``data``. ``interleave`` (default): every method's indexes are built first,
+    then timed together (``measure_pending``), so that each setting's ROUNDS passes fall at random times across
+    the whole timing phase, whichever method it belongs to; else each index is timed right after its build."""
+    global _DEFERRED
     entry: dict[str, Any] = {
         "name": data.name,
         "path": data.path,
@@ -875,7 +946,43 @@ def bench_dataset(
         "n_one": min(n_one, len(data.queries)),
         "gt_how": data.gt_how,
         "methods": {},
+        "interleaved": interleave,
     }
+    pending: list[Pending] = []
+    _DEFERRED = pending if interleave else None
+    try:
+        _build_methods(entry, data, methods, k=k, quick=quick, n_one=n_one, nlist=nlist, score_aware=score_aware)
+    finally:
+        _DEFERRED = None
+    if pending:
+        la0, t0 = os.getloadavg(), time.perf_counter()
+        n_settings = sum(len(p.settings) for p in pending)
+        log(f"{data.name}: timing {n_settings} settings of {len(pending)} indexes together, {ROUNDS} rounds ...")
+        got = measure_pending(pending, data, k, n_one)
+        entry["measure"] = {
+            "settings": n_settings,
+            "indexes": len(pending),
+            "rounds": ROUNDS,
+            "load_start": la0,
+            "load_end": os.getloadavg(),
+            "seconds": time.perf_counter() - t0,
+        }
+        for method, pts in got.items():
+            entry["methods"][method]["points"] = pts
+    return entry
+
+
+def _build_methods(
+    entry: dict[str, Any],
+    data: ScaleData,
+    methods: Sequence[str],
+    *,
+    k: int,
+    quick: bool,
+    n_one: int,
+    nlist: int | None,
+    score_aware: float,
+) -> None:
     for method in methods:
         block: dict[str, Any] = {"load_start": os.getloadavg()}
         log(f"{data.name}: {method} ...")
@@ -893,7 +1000,6 @@ def bench_dataset(
         block["load_end"] = os.getloadavg()
         block["seconds"] = time.perf_counter() - t0
         entry["methods"][method] = block
-    return entry
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -919,6 +1025,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         choices=("rss", "nominal"),
         default="rss",
         help="B/item figure the memory classes use: measured RSS (default) or nominal",
+    )
+    p.add_argument(
+        "--per-index",
+        action="store_true",
+        help="time each index right after its build, not every method's indexes together in random order "
+        "(less memory at once; a slow spell of the machine then falls on whichever method it meets)",
     )
     p.add_argument("--json", default=None, help="write every measured point to this JSON file")
     p.add_argument("--omp-spin", action="store_true", help="keep OpenMP spin-waiting (no OMP_WAIT_POLICY=PASSIVE)")
@@ -957,7 +1069,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             data = load_data(dpath, a.nq, a.k, name=gen_name)
             log(f"{data.name}: {data.n} x {data.d}, {len(data.queries)} queries; ground truth {data.gt_how}")
             entry = bench_dataset(
-                data, methods, k=a.k, quick=a.quick, n_one=a.n_one, nlist=a.nlist, score_aware=a.score_aware
+                data,
+                methods,
+                k=a.k,
+                quick=a.quick,
+                n_one=a.n_one,
+                nlist=a.nlist,
+                score_aware=a.score_aware,
+                interleave=not a.per_index,
             )
             del data
         finally:

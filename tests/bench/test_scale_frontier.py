@@ -99,3 +99,35 @@ def test_measure_grid_spreads_the_rounds_over_the_grid() -> None:
         assert {"qps_batch1", "qps_one1", "qps_batch2", "p50_ms", "p99_ms"} <= set(o) and o["qps_one1"] > 0
     full = [name for name, n in calls if n == 80]  # full batches: recall, then 1 and 2 threads per round
     assert full[:2] == ["good", "half"] and full[2:] == ["good", "good", "half", "half"] * ROUNDS
+
+
+def test_interleaved_rounds_visit_every_setting_in_a_new_order() -> None:
+    """Interleaved mode: every method's grids are timed together, each round a seeded permutation of all their
+    settings (each setting timed once per round), and the points come back per method in build order."""
+    from bench.scale import Pending, measure_pending
+
+    calls: list[str] = []
+    gt = np.arange(400).reshape(80, 5)
+
+    def searcher(name: str) -> Searcher:
+        def batch(xq: np.ndarray, t: int) -> np.ndarray:
+            if len(xq) == 80 and t == 1:
+                calls.append(name)
+            return gt[: len(xq)]
+
+        return Searcher(batch=batch, one=lambda q: batch(q, 1), rows=lambda raw: raw)
+
+    data = ScaleData("t", "t", None, np.zeros((80, 3), np.float32), gt, "given")  # type: ignore[arg-type]
+    names = [f"s{i}" for i in range(8)]
+    ram = {"bytes_per_item": 1.0, "ram_how": "rss", "nominal_bytes_per_item": 1.0, "nominal_how": "x"}
+    grids = [
+        Pending("a", [(searcher(n), n, {}) for n in names[:3]], ram, 1.0),
+        Pending("b", [(searcher(n), n, {}) for n in names[3:]], ram, 2.0),
+    ]
+    got = measure_pending(grids, data, 5, n_one=2, seed=3)
+    assert [p["setting"] for p in got["a"]] == names[:3] and [p["setting"] for p in got["b"]] == names[3:]
+    assert all(p["recall"] == 1.0 and p["qps_one1"] > 0 for pts in got.values() for p in pts)
+    warm, rounds = calls[:8], [calls[8 + 8 * r : 16 + 8 * r] for r in range(ROUNDS)]
+    assert warm == names and len(calls) == 8 * (ROUNDS + 1)
+    assert all(sorted(r) == names for r in rounds)  # each round times every setting once
+    assert len({tuple(r) for r in rounds}) == ROUNDS and rounds[0] != names  # in its own shuffled order
