@@ -21,7 +21,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from .adc import _KERNEL, TopK, _ptr, run_chunks
+from .adc import _KERNEL, ENCODE_CHUNK, TopK, _ptr, run_chunks
 from .errors import NonFiniteError
 from .fastscan_ref import (  # noqa: F401 (re-exported: the references sit beside what they check)
     BLOCK,
@@ -292,7 +292,7 @@ def coarse_assign(
         if rc:
             raise MemoryError("coarse assignment: out of memory")
 
-    run_chunks(n, threads, run)
+    run_chunks(n, threads, run, chunk=ENCODE_CHUNK)
     return out
 
 

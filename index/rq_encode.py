@@ -130,7 +130,7 @@ def encode(
     kernel = _kernel()
     if kernel is None:
         raise RuntimeError("the C kernel (index/_rq_encode.c) is not built")
-    from .adc import run_chunks
+    from .adc import ENCODE_CHUNK, run_chunks
 
     addr = [a.ctypes.data for a in (tabs.ct, tabs.cn, tabs.cross)]
 
@@ -138,5 +138,5 @@ def encode(
         if kernel(y[a:b].ctypes.data, b - a, d, M, K, *addr, beam, out[a:b].ctypes.data, _IMPLS[impl]) < 0:
             raise MemoryError("rq encoding: no memory for the beam")
 
-    run_chunks(len(y), threads, run)
+    run_chunks(len(y), threads, run, chunk=ENCODE_CHUNK)
     return out

@@ -61,7 +61,7 @@ def encode_score_aware(
     if n == 0 or (eta == 1.0 and not init):
         return out
     if kernel is not None:
-        from .adc import run_chunks
+        from .adc import ENCODE_CHUNK, run_chunks
 
         y = np.ascontiguousarray(y, dtype=np.float32)
         C = np.ascontiguousarray(centroids, dtype=np.float32)
@@ -73,7 +73,7 @@ def encode_score_aware(
             if got < 0:  # its (M, ksub) tables could not be allocated: no code was written
                 raise MemoryError(f"score-aware encoding: no memory for {M} x {ksub} tables")
 
-        run_chunks(n, threads, run)
+        run_chunks(n, threads, run, chunk=ENCODE_CHUNK)
         return out
     step = max(1, _TABLE_FLOATS // (M * ksub))
     cnorm = np.einsum("mkd,mkd->mk", centroids, centroids)  # (M, ksub)

@@ -252,3 +252,29 @@ def test_kernel_k0_does_not_touch_the_output_buffers(rng):
     )
     assert n == 0
     assert D[0] == np.float32(-1e30) and I[0] == 10**9
+
+
+@pytest.mark.parametrize("n,threads,chunk", [(10, 2, None), (65536, 2, 2048), (5000, 2, 2048), (3, 2, 2048),
+                                             (100_000, 3, 7), (1, 1, None)])  # fmt: skip
+def test_run_chunks_covers_every_row_once(n, threads, chunk):
+    """Pieces are disjoint and cover [0, n) (the encoders write their rows in place); with ``chunk``, about that
+    many rows each, at most 64 per thread."""
+    import threading
+
+    from vqrec.index.adc import run_chunks
+
+    seen = np.zeros(n, np.int64)
+    pieces: list[tuple[int, int]] = []
+    lock = threading.Lock()
+
+    def run(a: int, b: int) -> None:
+        with lock:
+            pieces.append((a, b))
+            seen[a:b] += 1
+
+    run_chunks(n, threads, run, chunk=chunk)
+    assert (seen == 1).all()
+    if chunk is None or n < 2 * threads:
+        assert len(pieces) == (1 if n < 2 * threads or threads == 1 else threads)
+    else:
+        assert len(pieces) == max(threads, min(-(-n // chunk), 64 * threads))
