@@ -10,7 +10,7 @@ from tests.conftest import as_embeddings, recsys_arrays
 from vqrec.index import ConfigError, build_index, load_index, save_index
 from vqrec.index.eval import index_order
 from vqrec.index.exact import ExactIndex
-from vqrec.index.tune import PLATEAU, tune_search
+from vqrec.index.tune import NPROBE_GRID, PLATEAU, tune_search
 from vqrec.trainers.config import TrainConfig
 from vqrec.trainers.quantizers import train
 
@@ -52,6 +52,18 @@ def test_codes_only_picks_the_plateau(setup) -> None:  # type: ignore[no-untyped
     codes = [c["recall"] for c in section["curve"]]
     assert {c["rerank"] for c in section["curve"]} == {0}
     assert section["recall"] >= max(codes) - PLATEAU and index.default_rerank == 0
+
+
+def test_codes_only_sweep_stops_on_the_plateau_of_the_whole_curve(setup) -> None:  # type: ignore[no-untyped-def]
+    """The codes-only sweep ends early once a step gains < PLATEAU / 4; its choice is still within PLATEAU of the best
+    recall of every nprobe, measured here over the whole grid."""
+    items, xq, cb = setup
+    index = build_index(cb, items, nlist=40, tune=False, show_progress=False)
+    xb, q = index_order(index, items), xq[:400]
+    section = tune_search(index, xb, q, target_recall=None)
+    whole = [_recall(index, xb, q, nprobe=p, rerank=0) for p in range(1, 41)]
+    assert section["recall"] >= max(whole) - PLATEAU
+    assert len(section["curve"]) < len({p for p in NPROBE_GRID if p <= 40} | {40})  # it did stop early
 
 
 def test_unreachable_target_is_reported_not_met(setup) -> None:  # type: ignore[no-untyped-def]
