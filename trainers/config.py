@@ -33,7 +33,7 @@ class TrainConfig:
     score_aware: float = 0.0
     eval_queries: int = 200  # held-out queries for the training report
     # database sample for the report's recall (a codebook's own quality, every item of the sample scanned); at
-    # 1M items RQ16x8 encodes it with beam 8 in ~2.5 s per 100k, a sixth of `vqrec train rq`'s time at 200k
+    # 1M items RQ16x8 (beam 8) took ~5 s to encode a 200k sample, a third of `vqrec train rq`'s time
     eval_max_items: int = 100_000
     # method=auto: candidates are trained on at most auto_max_items items and compared on auto_queries
     # held-out queries (disjoint from the report's); the first candidate (cheapest first) within
