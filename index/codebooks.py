@@ -46,6 +46,7 @@ Metric = Literal["ip", "cosine", "l2"]
 KINDS: tuple[str, ...] = ("pq", "opq", "rq")
 METRICS: tuple[str, ...] = ("ip", "cosine", "l2")
 CODEBOOK_FORMAT_VERSION = 1
+RECON_ROWS = 8192  # rows an RQ reconstruction norm decodes at a time (Codebooks.recon_norms)
 
 
 def row_norms(x: NDArray[np.float32]) -> NDArray[np.float32]:
@@ -212,10 +213,14 @@ class Codebooks:
     def recon_norms(self, codes: NDArray[np.uint8]) -> NDArray[np.float32]:
         """(n, M) codes -> (n,) |decode(codes)|. PQ/OPQ sub-spaces are orthogonal, so the squared norm is the sum
         of the M codewords' squared norms: gathered from an (M, ksub) table instead of decoding (1M x 64 PQ16:
-        ~0.1 s instead of 1.1 s); RQ stages are not orthogonal and decode."""
+        ~0.1 s instead of 1.1 s); RQ stages are not orthogonal and decode, RECON_ROWS rows at a time (the sums
+        stay in cache: a 65,536-row block of RQ16x8 codes took 0.07-0.11 s decoded whole, 0.045-0.05 s so)."""
         codes = np.asarray(codes)
         if self.kind == "rq":
-            return row_norms(self.decode(codes))
+            out = np.empty(len(codes), np.float32)
+            for i in range(0, len(codes), RECON_ROWS):
+                out[i : i + RECON_ROWS] = row_norms(self.decode(codes[i : i + RECON_ROWS]))
+            return out
         if self._sq_norms is None:
             self._sq_norms = np.einsum("mkd,mkd->mk", self.centroids.astype(np.float64), self.centroids)
         acc = np.zeros(len(codes), np.float64)

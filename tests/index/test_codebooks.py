@@ -132,6 +132,17 @@ def test_recon_norms_equal_the_norm_of_the_decoded_vector(rng, kind, nbits):
     assert cb.recon_norms(codes[:0]).shape == (0,)
 
 
+def test_rq_recon_norms_in_pieces_are_the_whole(rng, monkeypatch):
+    """RQ decodes RECON_ROWS rows at a time: pieces (and a short last one) give the norms of the whole, bit for bit."""
+    import vqrec.index.codebooks as codebooks_module
+
+    cb = random_codebooks(rng, "rq", nbits=8)
+    codes = rng.integers(0, cb.ksub, (500, cb.M), dtype=np.uint8)
+    whole = row_norms(cb.decode(codes))
+    monkeypatch.setattr(codebooks_module, "RECON_ROWS", 64)
+    np.testing.assert_array_equal(cb.recon_norms(codes), whole)
+
+
 def test_row_norms_and_normalize_rows(rng):
     x = rng.standard_normal((200, 24)).astype(np.float32)
     x[[3, 77]] = 0
