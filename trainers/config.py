@@ -32,9 +32,10 @@ class TrainConfig:
     # auto tries both, with this T or 0.3 (index/score_aware.py)
     score_aware: float = 0.0
     eval_queries: int = 200  # held-out queries for the training report
-    # database sample for the report's recall (a codebook's own quality, every item of the sample scanned); at
-    # 1M items RQ16x8 (beam 8) took ~5 s to encode a 200k sample, a third of `vqrec train rq`'s time
-    eval_max_items: int = 100_000
+    # database sample for the report's recall (a codebook's own quality, every item of the sample scanned; fewer
+    # items, fewer rivals: the 1M recipe's RQ16x8 found 0.8435 over 50k, 0.8135 over 100k); at 1M items `vqrec
+    # train rq --M 16` took 12.6-14.2 s with a 100k sample, 11.8-11.9 s with 50k (alternating runs)
+    eval_max_items: int = 50_000
     # method=auto: candidates are trained on at most auto_max_items items and compared on auto_queries
     # held-out queries (disjoint from the report's); the first candidate (cheapest first) within
     # auto_tolerance of the best recall@10 wins
